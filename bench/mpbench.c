@@ -1,0 +1,558 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mpbench: run suites, print a table, write JSON/CSV.
+ *
+ * Every suite measures mproc and the mechanisms one would otherwise use in
+ * the same run, so that ratios hold on a noisy machine; each measurement is
+ * repeated (--repeat) and the median reported.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mproc.h>
+
+#include "bench/mpbench.h"
+
+static struct mpb_suite *suites;
+static struct mpb_row *rows;
+static size_t nrows, caprows;
+static const char *current_suite;
+
+void
+mpb_register(struct mpb_suite *s)
+{
+	/* Keep them sorted by name: the order of constructors is not ours. */
+	struct mpb_suite **pp = &suites;
+
+	while (*pp && strcmp((*pp)->name, s->name) < 0)
+		pp = &(*pp)->next;
+	s->next = *pp;
+	*pp = s;
+}
+
+int64_t
+mpb_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+double
+mpb_median(double *v, int n)
+{
+	if (n <= 0)
+		return 0;
+	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+int64_t
+mpb_duration(const struct mpb_opts *o)
+{
+	return (int64_t)(o->seconds * 1e9);
+}
+
+int
+mpb_sizes(const struct mpb_opts *o, const size_t *defaults, int n,
+	  size_t *out)
+{
+	if (o->nsizes > 0) {
+		memcpy(out, o->sizes, sizeof(size_t) * (size_t)o->nsizes);
+		return o->nsizes;
+	}
+	memcpy(out, defaults, sizeof(size_t) * (size_t)n);
+	return n;
+}
+
+void
+mpb_hist_init(struct mpb_hist *h)
+{
+	memset(h, 0, sizeof(*h));
+}
+
+/*
+ * Row 0 holds 0..SUB-1 exactly; row e >= 1 holds [SUB << (e-1), SUB << e)
+ * in SUB equal steps, so every bucket is within 1/SUB of its values.
+ */
+static void
+hist_index(uint64_t v, unsigned *row, unsigned *col)
+{
+	unsigned e = 0;
+
+	if (v < MPB_HIST_SUB) {
+		*row = 0;
+		*col = (unsigned)v;
+		return;
+	}
+	e = (unsigned)(63 - __builtin_clzll(v)) - 5 + 1; /* log2(SUB) = 5 */
+	if (e >= MPB_HIST_EXP) {
+		*row = MPB_HIST_EXP - 1;
+		*col = MPB_HIST_SUB - 1;
+		return;
+	}
+	*row = e;
+	*col = (unsigned)(v >> (e - 1)) - MPB_HIST_SUB;
+}
+
+static double
+hist_value(unsigned row, unsigned col)
+{
+	if (row == 0)
+		return col;
+	/* The middle of the bucket. */
+	double lo = (double)((uint64_t)(MPB_HIST_SUB + col) << (row - 1));
+	return lo + (double)((uint64_t)1 << (row - 1)) / 2;
+}
+
+_Static_assert(MPB_HIST_SUB == 32, "hist_index assumes log2(SUB) == 5");
+
+void
+mpb_hist_add(struct mpb_hist *h, uint64_t ns)
+{
+	unsigned r, c;
+
+	hist_index(ns, &r, &c);
+	h->bucket[r][c]++;
+	h->count++;
+	if (ns > h->max)
+		h->max = ns;
+}
+
+void
+mpb_hist_merge(struct mpb_hist *into, const struct mpb_hist *from)
+{
+	for (unsigned r = 0; r < MPB_HIST_EXP; r++)
+		for (unsigned c = 0; c < MPB_HIST_SUB; c++)
+			into->bucket[r][c] += from->bucket[r][c];
+	into->count += from->count;
+	if (from->max > into->max)
+		into->max = from->max;
+}
+
+double
+mpb_hist_pct(const struct mpb_hist *h, double pct)
+{
+	uint64_t want, seen = 0;
+
+	if (h->count == 0)
+		return 0;
+	want = (uint64_t)ceil(pct / 100.0 * (double)h->count);
+	if (want == 0)
+		want = 1;
+	for (unsigned r = 0; r < MPB_HIST_EXP; r++) {
+		for (unsigned c = 0; c < MPB_HIST_SUB; c++) {
+			seen += h->bucket[r][c];
+			if (seen >= want) {
+				double v = hist_value(r, c);
+				return v > (double)h->max ? (double)h->max : v;
+			}
+		}
+	}
+	return (double)h->max;
+}
+
+void
+mpb_hist_lat(const struct mpb_hist *h, struct mpb_lat *out)
+{
+	out->p50 = mpb_hist_pct(h, 50);
+	out->p90 = mpb_hist_pct(h, 90);
+	out->p99 = mpb_hist_pct(h, 99);
+	out->p999 = mpb_hist_pct(h, 99.9);
+	out->max = (double)h->max;
+}
+
+void
+mpb_progress(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!isatty(STDERR_FILENO))
+		return;
+	fputs("\r\033[K", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fflush(stderr);
+}
+
+void
+mpb_report(const struct mpb_row *row)
+{
+	if (nrows == caprows) {
+		size_t n = caprows ? caprows * 2 : 64;
+		struct mpb_row *r = realloc(rows, n * sizeof(*r));
+		if (r == NULL) {
+			fprintf(stderr, "mpbench: out of memory\n");
+			exit(1);
+		}
+		rows = r;
+		caprows = n;
+	}
+	rows[nrows] = *row;
+	rows[nrows].suite = current_suite;
+	nrows++;
+}
+
+static bool
+same_group(const struct mpb_row *a, const struct mpb_row *b)
+{
+	return a->suite == b->suite && a->size == b->size &&
+	       strcmp(a->name, b->name) == 0;
+}
+
+/* The row's speed relative to its group's baseline (>1: faster). */
+static double
+ratio(const struct mpb_row *r)
+{
+	for (size_t i = 0; i < nrows; i++) {
+		const struct mpb_row *b = &rows[i];
+		if (!b->baseline || !same_group(b, r))
+			continue;
+		if (r->higher_better)
+			return b->ops > 0 ? r->ops / b->ops : NAN;
+		return r->ns_op > 0 ? b->ns_op / r->ns_op : NAN;
+	}
+	return NAN;
+}
+
+static const char *
+human(double v, char *buf, size_t len)
+{
+	if (v <= 0)
+		snprintf(buf, len, "-");
+	else if (v >= 1e9)
+		snprintf(buf, len, "%.2fG", v / 1e9);
+	else if (v >= 1e6)
+		snprintf(buf, len, "%.2fM", v / 1e6);
+	else if (v >= 1e3)
+		snprintf(buf, len, "%.2fk", v / 1e3);
+	else
+		snprintf(buf, len, "%.1f", v);
+	return buf;
+}
+
+static const char *
+ns_str(double ns, char *buf, size_t len)
+{
+	if (ns <= 0)
+		snprintf(buf, len, "-");
+	else if (ns >= 1e6)
+		snprintf(buf, len, "%.2fms", ns / 1e6);
+	else if (ns >= 1e3)
+		snprintf(buf, len, "%.2fus", ns / 1e3);
+	else
+		snprintf(buf, len, "%.0fns", ns);
+	return buf;
+}
+
+static void
+print_table(FILE *f)
+{
+	const char *suite = NULL;
+	char a[32], b[32], c[32], d[32], e[32], g[32];
+
+	for (size_t i = 0; i < nrows; i++) {
+		const struct mpb_row *r = &rows[i];
+		if (r->suite != suite) {
+			suite = r->suite;
+			fprintf(f, "\n== %s\n%-22s %-18s %8s %9s %9s %9s %9s "
+				"%9s %9s %7s\n", suite, "workload", "impl",
+				"size", "ops/s", "MB/s", "per op", "p50", "p99",
+				"p99.9", "ratio");
+		}
+		double q = ratio(r);
+		char rs[16];
+		if (isnan(q))
+			snprintf(rs, sizeof(rs), "-");
+		else
+			snprintf(rs, sizeof(rs), r->baseline ? "(base)" :
+				 "%.2fx", q);
+		fprintf(f, "%-22s %-18s %8zu %9s %9s %9s %9s %9s %9s %7s\n",
+			r->name, r->impl, r->size, human(r->ops, a, sizeof(a)),
+			human(r->mbps, b, sizeof(b)),
+			ns_str(r->ns_op, c, sizeof(c)),
+			ns_str(r->lat.p50, d, sizeof(d)),
+			ns_str(r->lat.p99, e, sizeof(e)),
+			ns_str(r->lat.p999, g, sizeof(g)), rs);
+	}
+	fprintf(f, "\nratio: speed relative to the group's (base) row, "
+		"measured in the same run; >1 is faster.\n");
+}
+
+static void
+json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			fputc('\\', f);
+		if ((unsigned char)*s < 0x20)
+			fprintf(f, "\\u%04x", *s);
+		else
+			fputc(*s, f);
+	}
+	fputc('"', f);
+}
+
+static double
+finite_or_zero(double v)
+{
+	return isfinite(v) ? v : 0;
+}
+
+static int
+write_json(const char *path, const struct mpb_opts *o)
+{
+	FILE *f = strcmp(path, "-") ? fopen(path, "w") : stdout;
+
+	if (f == NULL)
+		return -errno;
+	fprintf(f, "{\n  \"mproc_version\": ");
+	json_str(f, mp_version());
+	fprintf(f, ",\n  \"cpus\": %d,\n  \"seconds\": %g,\n  "
+		"\"repeat\": %d,\n  \"rows\": [", mp_cpu_count(),
+		o->seconds, o->repeat);
+	for (size_t i = 0; i < nrows; i++) {
+		const struct mpb_row *r = &rows[i];
+		double q = ratio(r);
+		fprintf(f, "%s\n    {\"suite\": ", i ? "," : "");
+		json_str(f, r->suite);
+		fprintf(f, ", \"workload\": ");
+		json_str(f, r->name);
+		fprintf(f, ", \"impl\": ");
+		json_str(f, r->impl);
+		fprintf(f, ", \"size\": %zu, \"ops_per_s\": %.6g, "
+			"\"mb_per_s\": %.6g, \"ns_per_op\": %.6g, "
+			"\"p50_ns\": %.6g, \"p90_ns\": %.6g, "
+			"\"p99_ns\": %.6g, \"p999_ns\": %.6g, "
+			"\"max_ns\": %.6g, \"baseline\": %s, "
+			"\"ratio\": ", r->size, finite_or_zero(r->ops),
+			finite_or_zero(r->mbps), finite_or_zero(r->ns_op),
+			r->lat.p50, r->lat.p90, r->lat.p99, r->lat.p999,
+			r->lat.max, r->baseline ? "true" : "false");
+		if (isnan(q))
+			fprintf(f, "null}");
+		else
+			fprintf(f, "%.4g}", q);
+	}
+	fprintf(f, "\n  ]\n}\n");
+	if (f != stdout && fclose(f) != 0)
+		return -errno;
+	return 0;
+}
+
+static int
+write_csv(const char *path)
+{
+	FILE *f = strcmp(path, "-") ? fopen(path, "w") : stdout;
+
+	if (f == NULL)
+		return -errno;
+	fprintf(f, "suite,workload,impl,size,ops_per_s,mb_per_s,ns_per_op,"
+		"p50_ns,p90_ns,p99_ns,p999_ns,max_ns,baseline,ratio\n");
+	for (size_t i = 0; i < nrows; i++) {
+		const struct mpb_row *r = &rows[i];
+		double q = ratio(r);
+		fprintf(f, "%s,\"%s\",\"%s\",%zu,%.6g,%.6g,%.6g,%.6g,%.6g,"
+			"%.6g,%.6g,%.6g,%d,", r->suite, r->name, r->impl,
+			r->size, finite_or_zero(r->ops),
+			finite_or_zero(r->mbps), finite_or_zero(r->ns_op),
+			r->lat.p50, r->lat.p90, r->lat.p99, r->lat.p999,
+			r->lat.max, r->baseline);
+		if (isnan(q))
+			fprintf(f, "\n");
+		else
+			fprintf(f, "%.4g\n", q);
+	}
+	if (f != stdout && fclose(f) != 0)
+		return -errno;
+	return 0;
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f, "usage: mpbench [SUITE...] [--seconds S] [--repeat N] "
+		"[--sizes 8,64,...]\n"
+		"               [--producers N] [--consumers N] [--quick] "
+		"[--json FILE] [--csv FILE] [--list]\n\nsuites:\n");
+	for (struct mpb_suite *s = suites; s; s = s->next)
+		fprintf(f, "  %-10s %s\n", s->name, s->what);
+}
+
+static int
+parse_sizes(const char *arg, struct mpb_opts *o)
+{
+	const char *p = arg;
+
+	o->nsizes = 0;
+	while (*p) {
+		char *end;
+		errno = 0;
+		unsigned long long v = strtoull(p, &end, 10);
+		if (end == p || errno)
+			return -1;
+		if (*end == 'k' || *end == 'K') {
+			v <<= 10;
+			end++;
+		} else if (*end == 'm' || *end == 'M') {
+			v <<= 20;
+			end++;
+		}
+		if (o->nsizes == MPB_MAX_SIZES || (*end && *end != ','))
+			return -1;
+		o->sizes[o->nsizes++] = (size_t)v;
+		p = *end ? end + 1 : end;
+	}
+	return o->nsizes > 0 ? 0 : -1;
+}
+
+static int
+parse_positive(const char *arg, int *out)
+{
+	char *end;
+	long v = strtol(arg, &end, 10);
+
+	if (*arg == 0 || *end || v < 1 || v > 1024)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "seconds", required_argument, NULL, 's' },
+		{ "repeat", required_argument, NULL, 'r' },
+		{ "sizes", required_argument, NULL, 'z' },
+		{ "producers", required_argument, NULL, 'p' },
+		{ "consumers", required_argument, NULL, 'c' },
+		{ "json", required_argument, NULL, 'j' },
+		{ "csv", required_argument, NULL, 'v' },
+		{ "quick", no_argument, NULL, 'q' },
+		{ "list", no_argument, NULL, 'l' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct mpb_opts o = { .seconds = 1.0, .repeat = 3 };
+	const char *json = NULL, *csv = NULL;
+	char *end;
+	int c, rc = 0, ran = 0;
+
+	while ((c = getopt_long(argc, argv, "s:r:z:p:c:j:v:qlh", longopts,
+				NULL)) != -1) {
+		switch (c) {
+		case 's':
+			o.seconds = strtod(optarg, &end);
+			if (*end || !(o.seconds > 0) || o.seconds > 3600) {
+				fprintf(stderr, "mpbench: bad --seconds %s\n",
+					optarg);
+				return 2;
+			}
+			break;
+		case 'r':
+			if (parse_positive(optarg, &o.repeat)) {
+				fprintf(stderr, "mpbench: bad --repeat\n");
+				return 2;
+			}
+			break;
+		case 'z':
+			if (parse_sizes(optarg, &o)) {
+				fprintf(stderr, "mpbench: bad --sizes %s\n",
+					optarg);
+				return 2;
+			}
+			break;
+		case 'p':
+		case 'c':
+			if (parse_positive(optarg, c == 'p' ? &o.producers :
+					   &o.consumers)) {
+				fprintf(stderr, "mpbench: bad --%s\n",
+					c == 'p' ? "producers" : "consumers");
+				return 2;
+			}
+			break;
+		case 'j':
+			json = optarg;
+			break;
+		case 'v':
+			csv = optarg;
+			break;
+		case 'q':
+			o.quick = true;
+			o.seconds = 0.05;
+			o.repeat = 1;
+			break;
+		case 'l':
+			for (struct mpb_suite *s = suites; s; s = s->next)
+				printf("%s\n", s->name);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	for (int i = optind; i < argc; i++) {
+		struct mpb_suite *s = suites;
+		while (s && strcmp(s->name, argv[i]))
+			s = s->next;
+		if (s == NULL) {
+			fprintf(stderr, "mpbench: no suite '%s'\n", argv[i]);
+			usage(stderr);
+			return 2;
+		}
+	}
+	printf("mpbench %s: %d CPUs, %.2f s a measurement, median of %d\n",
+	       mp_version(), mp_cpu_count(), o.seconds, o.repeat);
+	for (struct mpb_suite *s = suites; s; s = s->next) {
+		bool want = optind == argc;
+		for (int i = optind; i < argc; i++)
+			want |= strcmp(s->name, argv[i]) == 0;
+		if (!want)
+			continue;
+		current_suite = s->name;
+		int r = s->run(&o);
+		mpb_progress("%s", "");
+		if (r < 0) {
+			fprintf(stderr, "mpbench: suite %s failed: %s\n",
+				s->name, mp_strerror(r));
+			rc = 1;
+		}
+		ran++;
+	}
+	print_table(stdout);
+	if (json && (c = write_json(json, &o)) < 0) {
+		fprintf(stderr, "mpbench: %s: %s\n", json, mp_strerror(c));
+		rc = 1;
+	}
+	if (csv && (c = write_csv(csv)) < 0) {
+		fprintf(stderr, "mpbench: %s: %s\n", csv, mp_strerror(c));
+		rc = 1;
+	}
+	free(rows);
+	return ran ? rc : 2;
+}

@@ -1,0 +1,9 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef MPROC_H
+#define MPROC_H
+
+#include <mproc/common.h>
+#include <mproc/process.h>
+#include <mproc/shm.h>
+
+#endif /* MPROC_H */

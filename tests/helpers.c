@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: MIT */
+#include "tests/helpers.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include <criterion/criterion.h>
+
+pid_t
+t_spawn(int (*fn)(void *), void *arg)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		int rc = fn(arg);
+		fflush(NULL);
+		_exit(rc);
+	}
+	return pid;
+}
+
+int64_t
+t_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int
+t_wait_status(pid_t pid, int timeout_ms)
+{
+	int64_t end = t_now() + (int64_t)timeout_ms * 1000000;
+	int status;
+
+	for (;;) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+		if (r == pid)
+			break;
+		if (r < 0 && errno != EINTR)
+			return -1000;
+		if (t_now() > end) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			return -2000;
+		}
+		usleep(1000);
+	}
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+void
+t_wait_exit(pid_t pid, int code)
+{
+	cr_assert_gt(pid, 0, "fork failed");
+	int st = t_wait_status(pid, 30000);
+	cr_assert_eq(st, code, "child %d ended with %d (want %d; -2000: hung)",
+		     (int)pid, st, code);
+}
+
+void
+t_sync_init(struct t_sync *s)
+{
+	cr_assert_eq(pipe2(s->fd, O_CLOEXEC), 0);
+}
+
+void
+t_sync_signal(struct t_sync *s)
+{
+	char c = 1;
+
+	while (write(s->fd[1], &c, 1) < 0 && errno == EINTR)
+		;
+}
+
+int
+t_sync_wait(struct t_sync *s, int timeout_ms)
+{
+	struct pollfd p = { .fd = s->fd[0], .events = POLLIN };
+	char c;
+
+	if (poll(&p, 1, timeout_ms) != 1)
+		return -1;
+	return read(s->fd[0], &c, 1) == 1 ? 0 : -1;
+}
+
+void
+t_sync_fini(struct t_sync *s)
+{
+	close(s->fd[0]);
+	close(s->fd[1]);
+}
+
+static int
+count_dir(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+	int n = 0;
+
+	if (d == NULL)
+		return -1;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] != '.')
+			n++;
+	}
+	closedir(d);
+	return n - (path[1] == 'p' ? 1 : 0);	/* opendir's own fd */
+}
+
+int
+t_fd_count(void)
+{
+	return count_dir("/proc/self/fd");
+}
+
+int
+t_shm_count(void)
+{
+	return count_dir("/dev/shm");
+}
+
+static int leak_fds, leak_shm;
+
+void
+t_leak_setup(void)
+{
+	leak_fds = t_fd_count();
+	leak_shm = t_shm_count();
+}
+
+void
+t_leak_check(void)
+{
+	cr_expect_eq(t_fd_count(), leak_fds, "fd leak: %d open, %d before",
+		     t_fd_count(), leak_fds);
+	cr_expect_eq(t_shm_count(), leak_shm, "/dev/shm: %d entries, %d before",
+		     t_shm_count(), leak_shm);
+}

@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Helpers for tests that fork.  A child never returns into Criterion and
+ * never calls cr_assert: it runs a function and ends with _exit(), and the
+ * parent asserts on how it ended.
+ */
+#ifndef T_HELPERS_H
+#define T_HELPERS_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define T_PASS 0
+#define T_FAIL 1
+#define T_SKIP 77
+
+/* Run fn(arg) in a forked child that exits with its return value. */
+pid_t t_spawn(int (*fn)(void *), void *arg);
+
+/*
+ * Wait (at most timeout_ms; the child is killed past it) for pid and
+ * return its exit code, or -SIG when a signal ended it.
+ */
+int t_wait_status(pid_t pid, int timeout_ms);
+
+/* Assert that pid exits with code within 30 s. */
+void t_wait_exit(pid_t pid, int code);
+
+/* In a child: report a failed check on stderr and exit with T_FAIL. */
+#define T_CHECK(cond)                                                     \
+	do {                                                              \
+		if (!(cond)) {                                            \
+			fprintf(stderr, "%s:%d: child check failed: %s\n", \
+				__FILE__, __LINE__, #cond);               \
+			_exit(T_FAIL);                                    \
+		}                                                         \
+	} while (0)
+
+/* A one-shot pipe for "I am ready" between processes. */
+struct t_sync {
+	int fd[2];
+};
+void t_sync_init(struct t_sync *s);
+void t_sync_signal(struct t_sync *s);	/* write one byte */
+int t_sync_wait(struct t_sync *s, int timeout_ms); /* 0, or -1 on timeout/EOF */
+void t_sync_fini(struct t_sync *s);
+
+/* Open fds of this process and entries in /dev/shm. */
+int t_fd_count(void);
+int t_shm_count(void);
+
+/* Suite init/fini: assert that a test leaks no fd and no /dev/shm entry. */
+void t_leak_setup(void);
+void t_leak_check(void);
+
+/* Elapsed CLOCK_MONOTONIC time in ns. */
+int64_t t_now(void);
+
+#define T_SUITE(name)                                                     \
+	TestSuite(name, .init = t_leak_setup, .fini = t_leak_check,       \
+		  .timeout = 60)
+
+#endif /* T_HELPERS_H */
