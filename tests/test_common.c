@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 
@@ -14,6 +15,7 @@
 #include <mproc.h>
 
 #include "lib/futex.h"
+#include "lib/task.h"
 #include "tests/helpers.h"
 
 T_SUITE(common);
@@ -229,4 +231,46 @@ Test(common, futex_waitv_reports_the_woken_word)
 	}
 	t_wait_exit(pid, 0);
 	mp_shm_free(w);
+}
+
+static int
+exit_now(void *arg)
+{
+	(void)arg;
+	return 0;
+}
+
+Test(common, task_alive_sees_zombies_as_dead)
+{
+	cr_assert(mp__task_alive(getpid()));
+	cr_assert_eq(mp__pid(), getpid());
+	cr_assert_eq(mp__tid(), (pid_t)syscall(SYS_gettid));
+	cr_assert_not(mp__task_alive(0));
+	cr_assert_not(mp__task_alive(-1));
+	pid_t pid = t_spawn(exit_now, NULL);
+	cr_assert_gt(pid, 0);
+	/* Not reaped yet: a zombie, which must read as dead. */
+	siginfo_t si;
+	cr_assert_eq(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT), 0);
+	cr_assert_not(mp__task_alive(pid));
+	t_wait_exit(pid, 0);
+	cr_assert_not(mp__task_alive(pid));
+}
+
+static int
+tid_in_child(void *arg)
+{
+	pid_t parent_tid = *(pid_t *)arg;
+
+	T_CHECK(mp__tid() != parent_tid);
+	T_CHECK(mp__tid() == (pid_t)syscall(SYS_gettid));
+	T_CHECK(mp__pid() == getpid());
+	return T_PASS;
+}
+
+Test(common, cached_ids_are_right_after_fork)
+{
+	pid_t tid = mp__tid();	/* fill the cache before forking */
+
+	t_wait_exit(t_spawn(tid_in_child, &tid), 0);
 }
