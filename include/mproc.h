@@ -3,6 +3,7 @@
 #define MPROC_H
 
 #include <mproc/common.h>
+#include <mproc/pipe.h>
 #include <mproc/process.h>
 #include <mproc/shm.h>
 

@@ -1,0 +1,1062 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Theory of operation
+ *
+ * Layout.  A pipe is one memfd region: a control page, then one byte ring
+ * of C bytes (a power of two) per direction.  Direction 0 carries c2 -> c1
+ * (c1 receives; the only direction of a non-duplex pipe), direction 1
+ * carries c1 -> c2.  Each direction's control block has three cache lines:
+ *
+ *   line 0, the producer's:  head     bytes published (free-running u64)
+ *   line 1, the consumer's:  tail     bytes consumed (free-running u64)
+ *                            msg_end  end of a message being streamed out
+ *   line 2, rarely written:  rwait    bit 0: a receiver sleeps on it (futex)
+ *                                     bit 1: an fd watcher is armed
+ *                            wwait    bit 0: a sender sleeps on it (futex)
+ *                            abort_pos, abort_ack  (withdrawn messages)
+ *
+ * Line 2 is read on every send and every receive but written only around
+ * sleeps, so it stays shared in both caches; head and tail each bounce
+ * only when the other side refreshes its cached copy (the handle keeps a
+ * lower bound of the other side's index, rigtorp-style, and reads the
+ * shared one only when the bound says "full" or "empty").
+ *
+ * A message is an 8-byte header (its length) and its bytes, padded to 8,
+ * starting at an 8-aligned ring position, so a header never wraps.  A
+ * message of total size <= C is written whole and published with one store
+ * of head.  A larger one streams: the sender publishes the header with the
+ * first chunk and each later chunk as room appears (at least C/4 at a
+ * time, so that both sides copy in large pieces), and the receiver copies
+ * and releases each chunk as it comes.  The receiver records msg_end
+ * before it streams, so a successor knows it stands inside a message.
+ *
+ * Withdrawal.  A sender whose timeout expires mid-stream stores
+ * abort_pos = its published head and returns -ETIMEDOUT; the message was
+ * never delivered.  A receiver that stands at abort_pos inside a message
+ * (or sees a header whose message contains abort_pos) drops what it got,
+ * sets tail to abort_pos rounded up to 8 and abort_ack = abort_pos.  The
+ * next message starts at that aligned position, and no sender writes one
+ * before abort_ack == abort_pos (a second abort cannot overwrite an unseen
+ * first one).
+ *
+ * Liveness.  mp_pipe() also makes an AF_UNIX stream socketpair: every
+ * holder of c1 holds the first socket, every holder of c2 the second (fork
+ * copies the fds, exec closes them: SOCK_CLOEXEC, like the handle memory
+ * that exec discards).  When the last fd of one side is closed - by
+ * mp_conn_close() or by the kernel at exit, SIGKILL included - the other
+ * socket polls POLLHUP.  So "every holder of the other end is gone" is a
+ * single poll() with no timeout on the handle's own socket: the kernel
+ * keeps the reference count.  It is asked only on slow paths: before a
+ * receiver or sender sleeps, when its sleep slice ends, and when it is
+ * woken without progress.  Once seen, death is cached in the handle.
+ * The same socket is mp_conn_fd(): a sender writes one byte to its own
+ * socket (readable at the receiver's) when the receiver armed bit 1, and
+ * POLLHUP makes it readable at end of file.  Cost: two fds per pipe per
+ * process, one per end held.
+ *
+ * Sleeping (adaptive spin, yield, futex).  A waiter first spins for an
+ * adaptive budget (doubled when a spin succeeds, halved when it fails,
+ * 0.5-50 us), then asks whether the peer lives, yields twice, and sleeps:
+ *
+ *   waiter:  OR bit into word (atomic);  fence;  re-check the condition;
+ *            futex_wait(word, value seen) for at most SLICE (50 ms)
+ *   waker:   store head/tail (atomic);   fence;  load word;
+ *            if non-zero: swap word to 0 and wake (futex and/or fd byte)
+ *
+ * Invariants:
+ *  1. Only the producer writes head and abort_pos, only the consumer tail,
+ *     msg_end and abort_ack; 0 <= head - tail <= C always.
+ *  2. Bytes in [tail, head) are never overwritten: the producer writes at
+ *     or beyond head, and only up to tail + C.
+ *  3. No lost wake-up: the waiter's OR and the waker's index store are
+ *     each followed by a full fence before the other load (Dekker), so
+ *     either the waiter's re-check sees the new index or the waker sees
+ *     the bit.  The futex compares the word with the value seen, so a swap
+ *     to 0 between the re-check and the sleep makes the wait return.  The
+ *     kernel is called only when the bit is set: the fast path of both
+ *     sides is two atomic stores-with-fence and some loads, no system call.
+ *  4. A set bit whose sleeper died costs one spurious wake, which clears
+ *     it; a sleeper that loses a wake (cannot happen by 3) or whose peer
+ *     died without waking it still wakes after SLICE and polls liveness, so
+ *     a blocked call notices a dead peer within 50 ms plus a poll.
+ *  5. Between calls tail sits on a message boundary unless msg_end > tail,
+ *     which means a receiver died (or saw end of file) inside a message; the
+ *     next receive then discards up to msg_end (or the withdrawal point).
+ *
+ * Which operations may overlap:
+ *
+ *              send    recv    close(other end)   close(same end)
+ *   send        no     yes       yes                 no
+ *   recv       yes      no       yes                 no
+ *
+ * "no" means the caller serialises them (one sender and one receiver an
+ * end at a time, in any processes); the shared state is built for exactly
+ * one producer and one consumer.
+ *
+ * Crash analysis (what a survivor sees when a process dies at each step):
+ *  - Sender, before its head store: nothing was published; the message
+ *    is lost with its sender, which never got 0 back.
+ *  - Sender, mid-stream of a large message: the receiver has part of it;
+ *    it waits, then sees the peer gone (POLLHUP, within a slice), drops
+ *    the part and returns -EPIPE once nothing else is left - unless another
+ *    process still holds the sending end, in which case the receiver waits
+ *    for the rest, as it must.
+ *  - Sender, after the head store, before the wake: the receiver was
+ *    spinning (sees it) or sleeping with a bit set; then it wakes at the
+ *    end of its slice, finds the data, and later sees EOF.
+ *  - Receiver, mid-copy of a whole message: tail was not advanced; the
+ *    message stays for the next holder of the end.
+ *  - Receiver, mid-stream: msg_end > tail marks the stream; a later
+ *    receiver discards the rest of that message (already half delivered
+ *    to a dead process) and goes on.  The sender, blocked on a full ring,
+ *    sees the receive end gone and gets -EPIPE.
+ *  - Any process, with a bit set in rwait or wwait: one spurious wake.
+ *  - Any process: its fds close, so liveness is exact for every death;
+ *    the memfd pages go with the last mapping.
+ */
+#include "lib/internal.h"
+
+#include <limits.h>
+#include <poll.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <mproc/pipe.h>
+
+#include <ck_backoff.h>
+#include <ck_pr.h>
+
+#include "lib/futex.h"
+#include "lib/region.h"
+
+#define PIPE_MAGIC 0x6d707069u	/* "mppi" */
+#define CONN_MAGIC 0x636f6e6eu	/* "conn" */
+#define CONN_DEAD 0x64656164u	/* "dead" */
+
+#define RING_MIN ((uint64_t)4096)
+#define RING_MAX ((uint64_t)1 << 30)
+#define DATA_OFF 4096		/* the rings start one page in */
+#define HDR 8			/* message header: its length, a u64 */
+#define SLICE MP_MSEC(50)	/* longest sleep between liveness checks */
+#define SPIN_MIN 500		/* ns */
+#define SPIN_MAX 50000		/* ns */
+#define SPIN_START 20000	/* ns */
+
+#define W_SLEEP 1u		/* bit in rwait/wwait: a futex sleeper */
+#define W_ARMED 2u		/* bit in rwait: an fd watcher wants a byte */
+
+struct ring_ctl {
+	uint64_t head;		/* line 0: the producer's */
+	uint8_t pad0[MP__CACHELINE - 8];
+	uint64_t tail;		/* line 1: the consumer's */
+	uint64_t msg_end;
+	uint8_t pad1[MP__CACHELINE - 16];
+	uint32_t rwait;		/* line 2: read often, written rarely */
+	uint32_t wwait;
+	uint64_t abort_pos;
+	uint64_t abort_ack;
+	uint8_t pad2[MP__CACHELINE - 24];
+};
+_Static_assert(sizeof(struct ring_ctl) == 3 * MP__CACHELINE,
+	       "one cache line a role");
+
+struct pipe_shm {
+	struct mp__hdr hdr;
+	uint32_t duplex;
+	uint32_t pad;
+	uint64_t ring_size;
+	uint8_t pad0[MP__CACHELINE - 24];
+	struct ring_ctl dir[2];
+};
+_Static_assert(sizeof(struct pipe_shm) <= DATA_OFF, "control fits a page");
+_Static_assert(sizeof(struct pipe_shm) % MP__CACHELINE == 0,
+	       "control lines stay aligned");
+
+struct pipe_local;
+
+/* One end as this process holds it; lives in struct pipe_local. */
+struct mp_conn {
+	uint32_t magic;		/* CONN_MAGIC while open */
+	int fd;			/* this end's socket: liveness and mp_conn_fd */
+	struct pipe_local *pl;
+	struct ring_ctl *rx, *tx; /* NULL: that direction is not ours */
+	uint8_t *rxdata, *txdata;
+	uint64_t cap, mask;
+	uint64_t rx_head;	/* a lower bound of rx->head (receiver's) */
+	uint64_t tx_tail;	/* a lower bound of tx->tail (sender's) */
+	int64_t spin_ns;	/* adaptive spin budget */
+	int fdmode;		/* mp_conn_fd was called: arm bit 1 too */
+	int gone;		/* every holder of the other end is gone */
+} MP__ALIGNED;
+
+/* Both ends of one pipe in this process, and the mapping they share. */
+struct pipe_local {
+	struct mp_conn end[2];
+	struct pipe_shm *shm;
+	size_t map_size;
+	int open;		/* ends not yet closed in this process */
+};
+
+static inline uint64_t
+align8(uint64_t x)
+{
+	return (x + 7) & ~(uint64_t)7;
+}
+
+static inline int64_t
+diff(uint64_t a, uint64_t b)
+{
+	return (int64_t)(a - b);
+}
+
+static inline int
+conn_ok(const struct mp_conn *c)
+{
+	return c != NULL && c->magic == CONN_MAGIC;
+}
+
+/* Copy n bytes into the ring at free-running position pos (may wrap). */
+static void
+ring_put(uint8_t *data, uint64_t mask, uint64_t pos, const void *src,
+	 size_t n)
+{
+	size_t at = (size_t)(pos & mask), first = (size_t)(mask + 1) - at;
+
+	if (n <= first) {
+		memcpy(data + at, src, n);
+	} else {
+		memcpy(data + at, src, first);
+		memcpy(data, (const uint8_t *)src + first, n - first);
+	}
+}
+
+static void
+ring_get(const uint8_t *data, uint64_t mask, uint64_t pos, void *dst,
+	 size_t n)
+{
+	size_t at = (size_t)(pos & mask), first = (size_t)(mask + 1) - at;
+
+	if (n <= first) {
+		memcpy(dst, data + at, n);
+	} else {
+		memcpy(dst, data + at, first);
+		memcpy((uint8_t *)dst + first, data, n - first);
+	}
+}
+
+/*
+ * Whether every holder of the other end is gone: POLLHUP on our socket
+ * means the kernel closed the last fd of the peer socket.  A system call:
+ * slow paths only.  Death is final, so it is cached.
+ */
+static bool
+peer_gone(struct mp_conn *c)
+{
+	struct pollfd p = { .fd = c->fd, .events = POLLRDHUP };
+
+	if (ck_pr_load_int(&c->gone))
+		return true;
+	if (poll(&p, 1, 0) > 0 &&
+	    (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL))) {
+		ck_pr_store_int(&c->gone, 1);
+		/* The peer's last stores came before its fds closed. */
+		ck_pr_fence_load();
+		return true;
+	}
+	return false;
+}
+
+/* Empty our socket of notification bytes (it is non-blocking). */
+static void
+drain(int fd)
+{
+	char buf[64];
+
+	while (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0)
+		;
+}
+
+/* The receiver of d sleeps or is armed: clear the word and wake. */
+static void
+wake_rx(struct mp_conn *c, struct ring_ctl *d)
+{
+	uint32_t old = ck_pr_fas_32(&d->rwait, 0);
+
+	if (old & W_SLEEP)
+		mp__futex_wake(&d->rwait, INT32_MAX);
+	if (old & W_ARMED) {
+		/* Readable at the peer socket; a full buffer is readable too. */
+		(void)send(c->fd, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+	}
+}
+
+static void
+wake_tx(struct ring_ctl *d)
+{
+	if (ck_pr_fas_32(&d->wwait, 0) & W_SLEEP)
+		mp__futex_wake(&d->wwait, INT32_MAX);
+}
+
+/* Make [.., head) visible to the receiver and wake it if it sleeps. */
+static inline void
+publish(struct mp_conn *c, struct ring_ctl *d, uint64_t head)
+{
+	/* The message's bytes before head; pairs with the receiver's acquire. */
+	ck_pr_fence_store_atomic();
+	ck_pr_fas_64(&d->head, head);
+	/* head before rwait (invariant 3); pairs with the waiter's OR+fence. */
+	ck_pr_fence_atomic_load();
+	if (MP__UNLIKELY(ck_pr_load_32(&d->rwait) != 0))
+		wake_rx(c, d);
+}
+
+/* Give [.., tail) back to the sender and wake it if it sleeps. */
+static inline void
+release(struct ring_ctl *d, uint64_t tail)
+{
+	/* Our reads of the bytes before tail; pairs with the sender's acquire. */
+	ck_pr_fence_load_atomic();
+	ck_pr_fas_64(&d->tail, tail);
+	/* tail before wwait (invariant 3), as in publish(). */
+	ck_pr_fence_atomic_load();
+	if (MP__UNLIKELY(ck_pr_load_32(&d->wwait) != 0))
+		wake_tx(d);
+}
+
+static inline bool
+abort_at(struct ring_ctl *d, uint64_t pos)
+{
+	uint64_t ap = ck_pr_load_64(&d->abort_pos);
+
+	return ap == pos && ap != ck_pr_load_64(&d->abort_ack);
+}
+
+/* What a waiter waits for. */
+enum { W_DATA, W_SPACE };
+
+struct waitc {
+	struct mp_conn *c;
+	struct ring_ctl *d;
+	int kind;
+	uint64_t pos;		/* W_DATA: read position; W_SPACE: write position */
+	uint64_t need;		/* bytes wanted beyond pos */
+	int64_t timeout;	/* the caller's relative timeout */
+	int64_t deadline;	/* computed at the first wait */
+	bool have_deadline;
+	bool bounded;		/* false: ignore the deadline (mid-message) */
+};
+
+static bool
+wait_ready(struct waitc *w)
+{
+	struct ring_ctl *d = w->d;
+	struct mp_conn *c = w->c;
+
+	if (w->kind == W_DATA) {
+		/* Pairs with the release of head in publish(). */
+		uint64_t head = ck_pr_load_64(&d->head);
+		ck_pr_fence_load();
+		c->rx_head = head;
+		return diff(head, w->pos) >= (int64_t)w->need ||
+		       abort_at(d, w->pos);
+	}
+	/* Pairs with the release of tail in release(). */
+	uint64_t tail = ck_pr_load_64(&d->tail);
+	ck_pr_fence_load();
+	c->tx_tail = tail;
+	return diff(w->pos + w->need, tail) <= (int64_t)c->cap &&
+	       ck_pr_load_64(&d->abort_pos) == ck_pr_load_64(&d->abort_ack);
+}
+
+/* Spin for the adaptive budget; true when the condition came true. */
+static bool
+spin(struct waitc *w)
+{
+	struct mp_conn *c = w->c;
+	int64_t budget = c->spin_ns, start = mp__now();
+	ck_backoff_t bo = 4;
+
+	for (;;) {
+		if (wait_ready(w)) {
+			if (budget < SPIN_MAX)
+				c->spin_ns = budget * 2;
+			return true;
+		}
+		if (mp__now() - start >= budget)
+			break;
+		ck_backoff_eb(&bo);
+		if (bo > 256)
+			bo = 256;
+		ck_pr_stall();
+	}
+	if (budget > SPIN_MIN)
+		c->spin_ns = budget / 2;
+	return false;
+}
+
+/*
+ * Wait until w's condition holds.  Returns 0, -EAGAIN (MP_NOWAIT),
+ * -ETIMEDOUT, or -EPIPE when the peer is gone and the condition is false.
+ */
+static int
+wait_for(struct waitc *w)
+{
+	struct mp_conn *c = w->c;
+	uint32_t *word = w->kind == W_DATA ? &w->d->rwait : &w->d->wwait;
+	uint32_t bits = W_SLEEP;
+	bool nowait = w->bounded && w->timeout == MP_NOWAIT;
+	int rc;
+
+	if (w->kind == W_DATA && ck_pr_load_int(&c->fdmode))
+		bits |= W_ARMED;
+	if (wait_ready(w))
+		return 0;
+	if (!nowait && spin(w))
+		return 0;
+	if (peer_gone(c))
+		return w->kind == W_DATA && wait_ready(w) ? 0 : -EPIPE;
+	if (nowait) {
+		if (!(bits & W_ARMED))
+			return -EAGAIN;
+		/* Arm the fd before reporting empty (the protocol of 3). */
+		ck_pr_or_32(word, W_ARMED);
+		ck_pr_fence_atomic_load();
+		drain(c->fd);
+		return wait_ready(w) ? 0 : -EAGAIN;
+	}
+	if (w->bounded && !w->have_deadline) {
+		if ((rc = mp__deadline(w->timeout, &w->deadline)) < 0)
+			return rc;
+		w->have_deadline = true;
+	}
+	for (int i = 0; i < 2; i++) {
+		sched_yield();
+		if (wait_ready(w))
+			return 0;
+	}
+	for (;;) {
+		/* Announce, then re-check: invariant 3. */
+		ck_pr_or_32(word, bits);
+		ck_pr_fence_atomic_load();
+		if (bits & W_ARMED)
+			drain(c->fd);
+		if (wait_ready(w))
+			return 0;
+		uint32_t v = ck_pr_load_32(word);
+		if (!(v & W_SLEEP))
+			continue;	/* a waker cleared it: progress */
+		int64_t until = mp__now() + SLICE;
+		if (w->bounded && w->deadline < until)
+			until = w->deadline;
+		rc = mp__futex_wait(word, v, until);
+		if (wait_ready(w))
+			return 0;
+		if (w->bounded && w->deadline != MP__NEVER &&
+		    mp__now() >= w->deadline)
+			return -ETIMEDOUT;
+		/* A slice ended, or a wake that was not a publisher's. */
+		if (rc == -ETIMEDOUT || (ck_pr_load_32(word) & W_SLEEP)) {
+			if (peer_gone(c))
+				return w->kind == W_DATA && wait_ready(w)
+					       ? 0
+					       : -EPIPE;
+		}
+	}
+}
+
+/*
+ * Withdraw the message being streamed: its bytes stop at head.  The
+ * receiver drops it and acknowledges (see the top comment).
+ */
+static void
+withdraw(struct mp_conn *c, struct ring_ctl *d, uint64_t head)
+{
+	ck_pr_fas_64(&d->abort_pos, head);
+	/* abort_pos before rwait, as head in publish(). */
+	ck_pr_fence_atomic_load();
+	if (ck_pr_load_32(&d->rwait) != 0)
+		wake_rx(c, d);
+}
+
+/* Send a message larger than the ring, chunk by chunk. */
+static int
+send_stream(struct mp_conn *c, struct waitc *w, uint64_t pos,
+	    const uint8_t *msg, uint64_t len, uint64_t total)
+{
+	struct ring_ctl *d = c->tx;
+	uint64_t quarter = c->cap / 4, off = 0;
+	int rc;
+
+	while (off < total) {
+		uint64_t want = total - off < quarter ? total - off : quarter;
+
+		if (diff(pos + off + want, c->tx_tail) > (int64_t)c->cap) {
+			w->pos = pos + off;
+			w->need = want;
+			if ((rc = wait_for(w)) < 0) {
+				if (off > 0 && rc != -EPIPE)
+					withdraw(c, d, pos + off);
+				return rc;
+			}
+		}
+		uint64_t room = c->cap - (uint64_t)diff(pos + off, c->tx_tail);
+		uint64_t n = room < total - off ? room : total - off;
+		uint64_t end = off + n;
+
+		if (off == 0) {
+			memcpy(c->txdata + (pos & c->mask), &len, HDR);
+			off = HDR;
+		}
+		/* Payload bytes [off - HDR, end - HDR) clipped to len. */
+		if (off - HDR < len) {
+			uint64_t stop = end - HDR < len ? end - HDR : len;
+			ring_put(c->txdata, c->mask, pos + off,
+				 msg + (off - HDR), (size_t)(stop - (off - HDR)));
+		}
+		off = end;
+		publish(c, d, pos + off);
+	}
+	return 0;
+}
+
+static int
+conn_send(struct mp_conn *c, const void *msg, size_t len, int64_t timeout)
+{
+	struct ring_ctl *d;
+	uint64_t pos, total;
+
+	if (MP__UNLIKELY(!conn_ok(c) || (msg == NULL && len > 0) ||
+			 !MP__TIMEOUT_OK(timeout)))
+		return -EINVAL;
+	if (MP__UNLIKELY((d = c->tx) == NULL))
+		return -EBADF;
+	if (MP__UNLIKELY(len > (size_t)SSIZE_MAX - 16))
+		return -EMSGSIZE;
+	if (MP__UNLIKELY(ck_pr_load_int(&c->gone)))
+		return -EPIPE;
+	pos = align8(ck_pr_load_64(&d->head));
+	total = HDR + align8(len);
+	if (MP__LIKELY(total <= c->cap)) {
+		if (MP__UNLIKELY(diff(pos + total, c->tx_tail) >
+					 (int64_t)c->cap ||
+				 ck_pr_load_64(&d->abort_pos) !=
+					 ck_pr_load_64(&d->abort_ack))) {
+			struct waitc w = { .c = c, .d = d, .kind = W_SPACE,
+					   .pos = pos, .need = total,
+					   .timeout = timeout, .bounded = true };
+			int rc = wait_for(&w);
+			if (rc < 0)
+				return rc;
+		}
+		uint64_t len64 = len;
+		memcpy(c->txdata + (pos & c->mask), &len64, HDR);
+		if (len > 0)
+			ring_put(c->txdata, c->mask, pos + HDR, msg, len);
+		publish(c, d, pos + total);
+		return 0;
+	}
+	struct waitc w = { .c = c, .d = d, .kind = W_SPACE,
+			   .timeout = timeout, .bounded = true };
+	if (ck_pr_load_64(&d->abort_pos) != ck_pr_load_64(&d->abort_ack)) {
+		w.pos = pos;
+		w.need = HDR;
+		int rc = wait_for(&w);
+		if (rc < 0)
+			return rc;
+	}
+	return send_stream(c, &w, pos, msg, len, total);
+}
+
+int
+mp_conn_send(mp_conn *c, const void *msg, size_t len)
+{
+	return conn_send(c, msg, len, MP_FOREVER);
+}
+
+int
+mp_conn_send_timeout(mp_conn *c, const void *msg, size_t len,
+		     int64_t timeout_ns)
+{
+	return conn_send(c, msg, len, timeout_ns);
+}
+
+/* The receiver skips a withdrawn message whose bytes stop at ap. */
+static void
+ack_abort(struct ring_ctl *d, uint64_t ap)
+{
+	uint64_t t = align8(ap);
+
+	ck_pr_store_64(&d->msg_end, t);
+	ck_pr_store_64(&d->abort_ack, ap);
+	/* The ack and msg_end before tail: release() orders them (a fas). */
+	release(d, t);
+}
+
+/*
+ * Receive the rest of a streamed message that starts at start and ends at
+ * end, from position pos, into dst (NULL: discard).  Returns 0 when whole,
+ * 1 when it was withdrawn, -EPIPE when its sender died mid-message.
+ */
+static int
+recv_stream(struct mp_conn *c, uint64_t start, uint64_t end, uint64_t pos,
+	    uint8_t *dst, uint64_t len)
+{
+	struct ring_ctl *d = c->rx;
+	struct waitc w = { .c = c, .d = d, .kind = W_DATA, .need = 1,
+			   .timeout = MP_FOREVER, .bounded = false };
+	int rc;
+
+	ck_pr_store_64(&d->msg_end, end);
+	while (diff(end, pos) > 0) {
+		int64_t avail = diff(c->rx_head, pos);
+
+		if (avail <= 0) {
+			uint64_t head = ck_pr_load_64(&d->head);
+			ck_pr_fence_load();	/* pairs with publish() */
+			c->rx_head = head;
+			avail = diff(head, pos);
+		}
+		if (avail <= 0) {
+			if (abort_at(d, pos)) {
+				ack_abort(d, pos);
+				return 1;
+			}
+			w.pos = pos;
+			if ((rc = wait_for(&w)) < 0)
+				return rc;
+			continue;
+		}
+		uint64_t n = (uint64_t)avail < (uint64_t)diff(end, pos)
+				     ? (uint64_t)avail
+				     : (uint64_t)diff(end, pos);
+		uint64_t off = pos - start; /* >= HDR */
+		if (dst != NULL && off - HDR < len) {
+			uint64_t stop = off + n - HDR < len ? off + n - HDR : len;
+			ring_get(c->rxdata, c->mask, pos, dst + (off - HDR),
+				 (size_t)(stop - (off - HDR)));
+		}
+		pos += n;
+		release(d, pos);
+	}
+	return 0;
+}
+
+/* Whether a message at tail of total bytes was withdrawn inside itself. */
+static bool
+withdrawn(struct ring_ctl *d, uint64_t tail, uint64_t total, uint64_t *ap)
+{
+	*ap = ck_pr_load_64(&d->abort_pos);
+	return *ap != ck_pr_load_64(&d->abort_ack) && diff(*ap, tail) > 0 &&
+	       diff(*ap, tail + total) < 0;
+}
+
+static ssize_t
+conn_recv(struct mp_conn *c, void *buf, size_t cap, void **out,
+	  int64_t timeout)
+{
+	struct ring_ctl *d;
+	struct waitc w;
+	uint64_t tail, len, total, ap;
+	uint8_t *dst;
+	int rc;
+
+	if (MP__UNLIKELY(!conn_ok(c) || !MP__TIMEOUT_OK(timeout)))
+		return -EINVAL;
+	if (MP__UNLIKELY((d = c->rx) == NULL))
+		return -EBADF;
+	w = (struct waitc){ .c = c, .d = d, .kind = W_DATA, .need = HDR,
+			    .timeout = timeout, .bounded = true };
+again:
+	tail = ck_pr_load_64(&d->tail);
+	if (MP__UNLIKELY(diff(ck_pr_load_64(&d->msg_end), tail) > 0)) {
+		/* Invariant 5: the rest of a message a dead receiver began. */
+		rc = recv_stream(c, tail, ck_pr_load_64(&d->msg_end), tail,
+				 NULL, 0);
+		if (rc < 0)
+			return rc;
+		goto again;
+	}
+	if (MP__UNLIKELY(diff(c->rx_head, tail) < HDR)) {
+		w.pos = tail;
+		if ((rc = wait_for(&w)) < 0)
+			return rc;
+		if (diff(c->rx_head, tail) < HDR)
+			goto again;	/* an abort to acknowledge */
+	}
+	memcpy(&len, c->rxdata + (tail & c->mask), HDR);
+	if (MP__UNLIKELY(len > (uint64_t)SSIZE_MAX - 16))
+		return MP_ECORRUPT;
+	total = HDR + align8(len);
+	if (out != NULL) {
+		if ((dst = malloc(len > 0 ? len : 1)) == NULL)
+			return -ENOMEM;
+	} else if (MP__UNLIKELY(len > cap)) {
+		if (total > c->cap && withdrawn(d, tail, total, &ap)) {
+			ack_abort(d, ap);
+			goto again;
+		}
+		return -EMSGSIZE;
+	} else {
+		dst = buf;
+	}
+	if (MP__LIKELY(total <= c->cap)) {
+		if (len > 0)
+			ring_get(c->rxdata, c->mask, tail + HDR, dst, len);
+		release(d, tail + total);
+	} else {
+		rc = recv_stream(c, tail, tail + total, tail + HDR, dst, len);
+		if (rc != 0) {
+			if (out != NULL)
+				free(dst);
+			if (rc < 0)
+				return rc;
+			goto again;	/* withdrawn: the next message */
+		}
+	}
+	if (out != NULL)
+		*out = dst;
+	return (ssize_t)len;
+}
+
+ssize_t
+mp_conn_recv(mp_conn *c, void *buf, size_t cap)
+{
+	if (buf == NULL && cap > 0)
+		return -EINVAL;
+	return conn_recv(c, buf, cap, NULL, MP_FOREVER);
+}
+
+ssize_t
+mp_conn_recv_timeout(mp_conn *c, void *buf, size_t cap, int64_t timeout_ns)
+{
+	if (buf == NULL && cap > 0)
+		return -EINVAL;
+	return conn_recv(c, buf, cap, NULL, timeout_ns);
+}
+
+ssize_t
+mp_conn_recv_alloc(mp_conn *c, void **msg)
+{
+	if (msg == NULL)
+		return -EINVAL;
+	return conn_recv(c, NULL, 0, msg, MP_FOREVER);
+}
+
+ssize_t
+mp_conn_recv_alloc_timeout(mp_conn *c, void **msg, int64_t timeout_ns)
+{
+	if (msg == NULL)
+		return -EINVAL;
+	return conn_recv(c, NULL, 0, msg, timeout_ns);
+}
+
+/* Whether a receive on c would not block, without waiting (no syscall). */
+static bool
+rx_ready(struct mp_conn *c)
+{
+	struct ring_ctl *d = c->rx;
+	uint64_t tail = ck_pr_load_64(&d->tail);
+	uint64_t head = ck_pr_load_64(&d->head);
+	int64_t need = diff(ck_pr_load_64(&d->msg_end), tail) > 0 ? 1 : HDR;
+
+	ck_pr_fence_load();
+	return diff(head, tail) >= need || abort_at(d, tail) ||
+	       ck_pr_load_int(&c->gone);
+}
+
+int
+mp_conn_poll(mp_conn *c, int64_t timeout_ns)
+{
+	struct ring_ctl *d;
+	int rc;
+
+	if (!conn_ok(c) || !MP__TIMEOUT_OK(timeout_ns))
+		return -EINVAL;
+	if ((d = c->rx) == NULL)
+		return -EBADF;
+	uint64_t tail = ck_pr_load_64(&d->tail);
+	struct waitc w = {
+		.c = c, .d = d, .kind = W_DATA, .pos = tail,
+		.need = diff(ck_pr_load_64(&d->msg_end), tail) > 0 ? 1 : HDR,
+		.timeout = timeout_ns, .bounded = true,
+	};
+	rc = wait_for(&w);
+	if (rc == 0 || rc == -EPIPE)
+		return 1;
+	if (rc == -EAGAIN || rc == -ETIMEDOUT)
+		return 0;
+	return rc;
+}
+
+/* Collect the ready connections; returns their count. */
+static int
+scan(mp_conn *const conns[], size_t n, mp_conn *ready[])
+{
+	int k = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (rx_ready(conns[i]))
+			ready[k++] = conns[i];
+	}
+	return k;
+}
+
+/* Ask the kernel at once whether the peers of conns live (one poll). */
+static int
+check_gone(mp_conn *const conns[], size_t n, struct pollfd *p)
+{
+	for (size_t i = 0; i < n; i++) {
+		p[i].fd = conns[i]->fd;
+		p[i].events = POLLRDHUP;
+		p[i].revents = 0;
+	}
+	if (poll(p, n, 0) < 0)
+		return errno == ENOMEM ? -ENOMEM : 0;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i].revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL))
+			ck_pr_store_int(&conns[i]->gone, 1);
+	}
+	ck_pr_fence_load();
+	return 0;
+}
+
+static int
+wait_many(mp_conn *const conns[], size_t n, mp_conn *ready[],
+	  int64_t deadline, struct pollfd *p)
+{
+	struct mp__futex_waiter fw[MP__WAITV_MAX];
+	int k, rc;
+
+	for (;;) {
+		int64_t until = mp__now() + SLICE;
+
+		if (deadline < until)
+			until = deadline;
+		if (n <= MP__WAITV_MAX) {
+			/* Announce on every word, then re-check: invariant 3. */
+			for (size_t i = 0; i < n; i++)
+				ck_pr_or_32(&conns[i]->rx->rwait, W_SLEEP);
+			ck_pr_fence_atomic_load();
+			if ((k = scan(conns, n, ready)) > 0)
+				return k;
+			bool cleared = false;
+			for (size_t i = 0; i < n; i++) {
+				fw[i].word = &conns[i]->rx->rwait;
+				fw[i].expected = ck_pr_load_32(fw[i].word);
+				cleared |= !(fw[i].expected & W_SLEEP);
+			}
+			if (cleared)
+				continue;
+			rc = mp__futex_waitv(fw, (unsigned)n, until);
+		} else {
+			/*
+			 * Beyond futex_waitv's 128 words: arm every fd and let
+			 * poll() sleep on all the sockets.  A publisher sends a
+			 * byte for an armed receiver, and POLLHUP wakes us at
+			 * end of file, so no slice is needed.
+			 */
+			for (size_t i = 0; i < n; i++)
+				ck_pr_or_32(&conns[i]->rx->rwait, W_ARMED);
+			ck_pr_fence_atomic_load();
+			for (size_t i = 0; i < n; i++)
+				drain(conns[i]->fd);
+			if ((k = scan(conns, n, ready)) > 0)
+				return k;
+			for (size_t i = 0; i < n; i++) {
+				p[i].fd = conns[i]->fd;
+				p[i].events = POLLIN | POLLRDHUP;
+				p[i].revents = 0;
+			}
+			int64_t left = mp__remaining(deadline);
+			struct timespec ts = { left / 1000000000,
+					       left % 1000000000 };
+			rc = ppoll(p, n, left < 0 ? NULL : &ts, NULL);
+			if (rc < 0 && errno == ENOMEM)
+				return -ENOMEM;
+			rc = rc == 0 ? -ETIMEDOUT : 0;
+			for (size_t i = 0; i < n; i++) {
+				if (p[i].revents & (POLLHUP | POLLRDHUP |
+						    POLLERR | POLLNVAL))
+					ck_pr_store_int(&conns[i]->gone, 1);
+			}
+		}
+		if ((k = scan(conns, n, ready)) > 0)
+			return k;
+		if (deadline != MP__NEVER && mp__now() >= deadline)
+			return 0;
+		if (rc == -ETIMEDOUT || n <= MP__WAITV_MAX) {
+			if ((rc = check_gone(conns, n, p)) < 0)
+				return rc;
+			if ((k = scan(conns, n, ready)) > 0)
+				return k;
+		}
+	}
+}
+
+int
+mp_wait(mp_conn *const conns[], size_t n, mp_conn *ready[],
+	int64_t timeout_ns)
+{
+	struct pollfd stackp[MP__WAITV_MAX], *p = stackp;
+	int64_t deadline, start;
+	int k, rc;
+
+	if (conns == NULL || ready == NULL || n == 0 || n > INT_MAX ||
+	    mp__deadline(timeout_ns, &deadline) < 0)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		if (!conn_ok(conns[i]))
+			return -EINVAL;
+		if (conns[i]->rx == NULL)
+			return -EBADF;
+	}
+	if ((k = scan(conns, n, ready)) > 0)
+		return k;
+	if (n > MP__WAITV_MAX && (p = calloc(n, sizeof(*p))) == NULL)
+		return -ENOMEM;
+	if (timeout_ns != MP_NOWAIT) {
+		/* A short spin: a message in flight arrives faster than a wake. */
+		ck_backoff_t bo = 4;
+		int64_t budget = conns[0]->spin_ns;
+		start = mp__now();
+		do {
+			if ((k = scan(conns, n, ready)) > 0)
+				goto out;
+			ck_backoff_eb(&bo);
+			if (bo > 256)
+				bo = 256;
+		} while (mp__now() - start < budget);
+	}
+	if ((rc = check_gone(conns, n, p)) < 0) {
+		k = rc;
+		goto out;
+	}
+	if ((k = scan(conns, n, ready)) > 0 || timeout_ns == MP_NOWAIT)
+		goto out;
+	sched_yield();
+	if ((k = scan(conns, n, ready)) > 0)
+		goto out;
+	k = wait_many(conns, n, ready, deadline, p);
+out:
+	if (p != stackp)
+		free(p);
+	return k;
+}
+
+int
+mp_conn_fd(mp_conn *c)
+{
+	if (!conn_ok(c))
+		return -EINVAL;
+	if (c->rx == NULL)
+		return -EBADF;
+	ck_pr_store_int(&c->fdmode, 1);
+	/* Armed from now on: the next publish sends a byte. */
+	ck_pr_or_32(&c->rx->rwait, W_ARMED);
+	ck_pr_fence_atomic_load();
+	return c->fd;
+}
+
+static uint64_t
+ring_round(size_t size)
+{
+	uint64_t r = RING_MIN;
+
+	while (r < size)
+		r <<= 1;
+	return r;
+}
+
+int
+mp_pipe_new(mp_conn **c1, mp_conn **c2, bool duplex, size_t ring_size)
+{
+	struct pipe_local *pl;
+	struct pipe_shm *shm;
+	uint64_t cap;
+	int sv[2], rc;
+	void *base;
+
+	if (c1 == NULL || c2 == NULL || c1 == c2 || ring_size > RING_MAX)
+		return -EINVAL;
+	cap = ring_round(ring_size == 0 ? MP_PIPE_RING_DEFAULT : ring_size);
+	if ((pl = calloc(1, sizeof(*pl))) == NULL)
+		return -ENOMEM;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0,
+		       sv) < 0) {
+		rc = errno == ENOBUFS ? -ENOMEM : -errno;
+		goto fail_free;
+	}
+	pl->map_size = DATA_OFF + (duplex ? 2 : 1) * cap;
+	if ((rc = mp__region_map(pl->map_size, &base)) < 0)
+		goto fail_sock;
+	shm = base;
+	shm->hdr.magic = PIPE_MAGIC;
+	shm->hdr.version = MP__LAYOUT_VERSION;
+	shm->duplex = duplex;
+	shm->ring_size = cap;
+	pl->shm = shm;
+	pl->open = 2;
+	for (int e = 0; e < 2; e++) {
+		struct mp_conn *c = &pl->end[e];
+		c->magic = CONN_MAGIC;
+		c->fd = sv[e];
+		c->pl = pl;
+		c->cap = cap;
+		c->mask = cap - 1;
+		c->spin_ns = SPIN_START;
+	}
+	uint8_t *ring0 = (uint8_t *)base + DATA_OFF;
+	pl->end[0].rx = &shm->dir[0];
+	pl->end[0].rxdata = ring0;
+	pl->end[1].tx = &shm->dir[0];
+	pl->end[1].txdata = ring0;
+	if (duplex) {
+		pl->end[0].tx = &shm->dir[1];
+		pl->end[0].txdata = ring0 + cap;
+		pl->end[1].rx = &shm->dir[1];
+		pl->end[1].rxdata = ring0 + cap;
+	}
+	*c1 = &pl->end[0];
+	*c2 = &pl->end[1];
+	return 0;
+fail_sock:
+	close(sv[0]);
+	close(sv[1]);
+fail_free:
+	free(pl);
+	return rc;
+}
+
+int
+mp_pipe(mp_conn **c1, mp_conn **c2, bool duplex)
+{
+	return mp_pipe_new(c1, c2, duplex, 0);
+}
+
+void
+mp_conn_close(mp_conn *c)
+{
+	struct pipe_local *pl;
+
+	if (!conn_ok(c))
+		return;
+	pl = c->pl;
+	c->magic = CONN_DEAD;
+	close(c->fd);
+	c->fd = -1;
+	/*
+	 * If that was the end's last fd anywhere, the other end's sleepers
+	 * should learn it now rather than after a slice: wake them, and they
+	 * poll their socket (a wake that finds no progress checks liveness).
+	 */
+	if (c->tx != NULL && (ck_pr_load_32(&c->tx->rwait) & W_SLEEP))
+		mp__futex_wake(&c->tx->rwait, INT32_MAX);
+	if (c->rx != NULL && (ck_pr_load_32(&c->rx->wwait) & W_SLEEP))
+		mp__futex_wake(&c->rx->wwait, INT32_MAX);
+	if (ck_pr_faa_int(&pl->open, -1) == 1) {
+		mp__region_unmap(pl->shm, pl->map_size);
+		free(pl);
+	}
+}

@@ -1,0 +1,751 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Pipe and Connection: boundaries, any size, EOF across fork and SIGKILL,
+ * wait over many connections, poll, timeouts, bad arguments, leaks.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <criterion/criterion.h>
+#include <mproc.h>
+
+#include "tests/helpers.h"
+
+T_SUITE(pipe);
+
+/* A deterministic byte stream per (seed): xorshift64, 8 bytes a step. */
+static uint64_t
+xs(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
+}
+
+static void
+fill(uint8_t *p, size_t n, uint64_t seed)
+{
+	uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 1, v;
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		v = xs(&s);
+		memcpy(p + i, &v, 8);
+	}
+	v = xs(&s);
+	memcpy(p + i, &v, n - i);
+}
+
+static bool
+check(const uint8_t *p, size_t n, uint64_t seed)
+{
+	uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 1, v;
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		v = xs(&s);
+		if (memcmp(p + i, &v, 8) != 0)
+			return false;
+	}
+	v = xs(&s);
+	return memcmp(p + i, &v, n - i) == 0;
+}
+
+Test(pipe, non_duplex_directions_and_ebadf)
+{
+	mp_conn *r, *w;
+	char buf[16];
+
+	cr_assert_eq(mp_pipe(&r, &w, false), 0);
+	cr_assert_eq(mp_conn_send(r, "x", 1), -EBADF);
+	cr_assert_eq(mp_conn_recv(w, buf, sizeof(buf)), -EBADF);
+	cr_assert_eq(mp_conn_poll(w, MP_NOWAIT), -EBADF);
+	cr_assert_eq(mp_conn_fd(w), -EBADF);
+	cr_assert_eq(mp_conn_send(w, "hello", 5), 0);
+	cr_assert_eq(mp_conn_send(w, "", 0), 0);
+	cr_assert_eq(mp_conn_send(w, "ab", 2), 0);
+	cr_assert_eq(mp_conn_recv(r, buf, sizeof(buf)), 5);
+	cr_assert_eq(memcmp(buf, "hello", 5), 0);
+	cr_assert_eq(mp_conn_recv(r, buf, sizeof(buf)), 0);
+	cr_assert_eq(mp_conn_recv(r, buf, sizeof(buf)), 2);
+	cr_assert_eq(mp_conn_recv_timeout(r, buf, sizeof(buf), MP_NOWAIT),
+		     -EAGAIN);
+	mp_conn_close(r);
+	mp_conn_close(w);
+}
+
+Test(pipe, duplex_both_ways)
+{
+	mp_conn *a, *b;
+	char buf[16];
+
+	cr_assert_eq(mp_pipe(&a, &b, true), 0);
+	cr_assert_eq(mp_conn_send(a, "to-b", 4), 0);
+	cr_assert_eq(mp_conn_send(b, "to-a!", 5), 0);
+	cr_assert_eq(mp_conn_recv(b, buf, sizeof(buf)), 4);
+	cr_assert_eq(memcmp(buf, "to-b", 4), 0);
+	cr_assert_eq(mp_conn_recv(a, buf, sizeof(buf)), 5);
+	cr_assert_eq(memcmp(buf, "to-a!", 5), 0);
+	mp_conn_close(a);
+	mp_conn_close(b);
+}
+
+Test(pipe, emsgsize_keeps_the_message)
+{
+	mp_conn *r, *w;
+	char small[4], big[100];
+	void *m = NULL;
+
+	cr_assert_eq(mp_pipe(&r, &w, false), 0);
+	fill((uint8_t *)big, sizeof(big), 7);
+	cr_assert_eq(mp_conn_send(w, big, sizeof(big)), 0);
+	cr_assert_eq(mp_conn_send(w, big, 3), 0);
+	cr_assert_eq(mp_conn_recv(r, small, sizeof(small)), -EMSGSIZE);
+	cr_assert_eq(mp_conn_recv(r, small, sizeof(small)), -EMSGSIZE);
+	cr_assert_eq(mp_conn_recv_alloc(r, &m), (ssize_t)sizeof(big));
+	cr_assert(check(m, sizeof(big), 7));
+	free(m);
+	cr_assert_eq(mp_conn_recv(r, small, sizeof(small)), 3);
+	mp_conn_close(r);
+	mp_conn_close(w);
+}
+
+/* A message larger than the ring streams through it, here in-process. */
+static int
+send_big(void *arg)
+{
+	mp_conn *w = arg;
+	size_t n = (size_t)64 << 20;
+	uint8_t *m = malloc(n);
+
+	T_CHECK(m != NULL);
+	fill(m, n, 64);
+	T_CHECK(mp_conn_send(w, m, n) == 0);
+	fill(m, 1000, 65);
+	T_CHECK(mp_conn_send(w, m, 1000) == 0);
+	free(m);
+	return T_PASS;
+}
+
+Test(pipe, message_of_64mib_through_64kib_ring)
+{
+	mp_conn *r, *w;
+	void *m = NULL;
+	pid_t pid;
+
+	cr_assert_eq(mp_pipe_new(&r, &w, false, 65536), 0);
+	pid = t_spawn(send_big, w);
+	mp_conn_close(w);
+	cr_assert_eq(mp_conn_recv_alloc(r, &m), (ssize_t)64 << 20);
+	cr_assert(check(m, (size_t)64 << 20, 64));
+	free(m);
+	cr_assert_eq(mp_conn_recv_alloc(r, &m), 1000);
+	cr_assert(check(m, 1000, 65));
+	free(m);
+	cr_assert_eq(mp_conn_recv_alloc(r, &m), -EPIPE);
+	t_wait_exit(pid, 0);
+	mp_conn_close(r);
+}
+
+/*
+ * Random sizes 0..1 MiB, log-uniform so that both whole and streamed
+ * messages occur often: 2^k bytes scale, k uniform in 0..20.
+ */
+#define RANDOM_MSGS 100000
+
+static size_t
+rsize(uint64_t *s)
+{
+	uint64_t v = xs(s);
+	unsigned k = (unsigned)(v % 21);
+
+	return (size_t)((v >> 8) % (((uint64_t)1 << k) + 1));
+}
+
+static int
+send_random(void *arg)
+{
+	mp_conn *w = arg;
+	uint8_t *m = malloc((size_t)1 << 20 | 1);
+	uint64_t s = 12345;
+
+	T_CHECK(m != NULL);
+	for (uint64_t i = 0; i < RANDOM_MSGS; i++) {
+		size_t n = rsize(&s);
+		fill(m, n, i);
+		T_CHECK(mp_conn_send(w, m, n) == 0);
+	}
+	free(m);
+	return T_PASS;
+}
+
+Test(pipe, boundaries_kept_for_random_sizes_with_checksums)
+{
+	mp_conn *r, *w;
+	uint8_t *m = malloc((size_t)1 << 20 | 1);
+	uint64_t s = 12345, bad = 0;
+	pid_t pid;
+
+	cr_assert_not_null(m);
+	cr_assert_eq(mp_pipe(&r, &w, false), 0);
+	pid = t_spawn(send_random, w);
+	mp_conn_close(w);
+	for (uint64_t i = 0; i < RANDOM_MSGS; i++) {
+		size_t n = rsize(&s);
+		ssize_t got = mp_conn_recv(r, m, (size_t)1 << 20 | 1);
+		cr_assert_eq(got, (ssize_t)n, "message %lu: %zd, want %zu",
+			     (unsigned long)i, got, n);
+		bad += !check(m, n, i);
+	}
+	cr_assert_eq(bad, 0);
+	cr_assert_eq(mp_conn_recv(r, m, 1), -EPIPE);
+	t_wait_exit(pid, 0);
+	mp_conn_close(r);
+	free(m);
+}
+
+static int
+send_three_and_exit(void *arg)
+{
+	mp_conn *w = arg;
+
+	for (int i = 0; i < 3; i++)
+		T_CHECK(mp_conn_send(w, &i, sizeof(i)) == 0);
+	return T_PASS;	/* exits without closing: the kernel closes */
+}
+
+Test(pipe, eof_after_the_writer_exits)
+{
+	mp_conn *r, *w;
+	int v;
+	pid_t pid;
+
+	cr_assert_eq(mp_pipe(&r, &w, false), 0);
+	pid = t_spawn(send_three_and_exit, w);
+	mp_conn_close(w);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(mp_conn_recv(r, &v, sizeof(v)), sizeof(v));
+		cr_assert_eq(v, i);
+	}
+	cr_assert_eq(mp_conn_recv(r, &v, sizeof(v)), -EPIPE);
+	cr_assert_eq(mp_conn_recv(r, &v, sizeof(v)), -EPIPE);
+	cr_assert_eq(mp_conn_poll(r, MP_NOWAIT), 1);
+	t_wait_exit(pid, 0);
+	mp_conn_close(r);
+}
+
+struct kill_ctx {
+	mp_conn *c;
+	struct t_sync ready;
+};
+
+static int
+writer_then_hang(void *arg)
+{
+	struct kill_ctx *k = arg;
+	int v = 42;
+
+	T_CHECK(mp_conn_send(k->c, &v, sizeof(v)) == 0);
+	t_sync_signal(&k->ready);
+	while (pause() < 0)
+		continue;
+	return T_FAIL;
+}
+
+static int
+blocked_reader(void *arg)
+{
+	struct kill_ctx *k = arg;
+	int v;
+
+	T_CHECK(mp_conn_recv(k->c, &v, sizeof(v)) == sizeof(v) && v == 42);
+	t_sync_signal(&k->ready);
+	T_CHECK(mp_conn_recv(k->c, &v, sizeof(v)) == -EPIPE);
+	return T_PASS;
+}
+
+Test(pipe, blocked_recv_sees_a_sigkilled_writer_promptly)
+{
+	struct kill_ctx k;
+	mp_conn *r, *w;
+	pid_t wpid, rpid;
+
+	cr_assert_eq(mp_pipe(&r, &w, false), 0);
+	t_sync_init(&k.ready);
+	k.c = w;
+	wpid = t_spawn(writer_then_hang, &k);
+	cr_assert_eq(t_sync_wait(&k.ready, 10000), 0);
+	mp_conn_close(w);	/* now only the writer child holds it */
+	k.c = r;
+	rpid = t_spawn(blocked_reader, &k);
+	mp_conn_close(r);
+	cr_assert_eq(t_sync_wait(&k.ready, 10000), 0);
+	int64_t t0 = t_now();
+	kill(wpid, SIGKILL);
+	cr_assert_eq(t_wait_status(wpid, 10000), -SIGKILL);
+	cr_assert_eq(t_wait_status(rpid, 10000), 0);
+	int64_t ms = (t_now() - t0) / 1000000;
+	cr_log_info("EOF seen %ld ms after SIGKILL", (long)ms);
+	cr_assert_lt(ms, 500, "EOF took %ld ms", (long)ms);
+	t_sync_fini(&k.ready);
+}
+
+struct close_ctx {
+	mp_conn *r, *w;
+	struct t_sync sent, done;
+};
+
+static int
+close_both_then_wait(void *arg)
+{
+	struct close_ctx *k = arg;
+	int v = 7;
+
+	mp_conn_close(k->r);
+	T_CHECK(mp_conn_send(k->w, &v, sizeof(v)) == 0);
+	T_CHECK(mp_conn_send(k->w, &v, sizeof(v)) == 0);
+	mp_conn_close(k->w);
+	t_sync_signal(&k->sent);
+	/* Stay alive: EOF must come from the closes, not from exit. */
+	T_CHECK(t_sync_wait(&k->done, 30000) == 0);
+	return T_PASS;
+}
+
+Test(pipe, eof_after_parent_and_child_close_their_copies)
+{
+	struct close_ctx k;
+	int v;
+	pid_t pid;
+
+	t_sync_init(&k.sent);
+	t_sync_init(&k.done);
+	cr_assert_eq(mp_pipe(&k.r, &k.w, false), 0);
+	pid = t_spawn(close_both_then_wait, &k);
+	cr_assert_eq(t_sync_wait(&k.sent, 10000), 0);
+	/* The child closed its copy; ours still holds the write end open. */
+	cr_assert_eq(mp_conn_recv(k.r, &v, sizeof(v)), sizeof(v));
+	cr_assert_eq(mp_conn_recv(k.r, &v, sizeof(v)), sizeof(v));
+	cr_assert_eq(mp_conn_recv_timeout(k.r, &v, sizeof(v), MP_MSEC(20)),
+		     -ETIMEDOUT);
+	mp_conn_close(k.w);
+	cr_assert_eq(mp_conn_recv(k.r, &v, sizeof(v)), -EPIPE);
+	t_sync_signal(&k.done);
+	t_wait_exit(pid, 0);
+	mp_conn_close(k.r);
+	t_sync_fini(&k.sent);
+	t_sync_fini(&k.done);
+}
+
+static int
+reader_exits(void *arg)
+{
+	(void)arg;
+	return T_PASS;
+}
+
+Test(pipe, send_to_a_gone_receiver_is_epipe)
+{
+	mp_conn *r, *w;
+	char m[1000] = { 0 };
+	pid_t pid;
+	int rc = 0, n = 0;
+
+	cr_assert_eq(mp_pipe_new(&r, &w, false, 65536), 0);
+	pid = t_spawn(reader_exits, r);
+	mp_conn_close(r);
+	t_wait_exit(pid, 0);
+	/* At the latest when the ring is full. */
+	while (n < 1000 && (rc = mp_conn_send(w, m, sizeof(m))) == 0)
+		n++;
+	cr_assert_eq(rc, -EPIPE);
+	cr_assert_leq(n, 65536 / (int)sizeof(m));
+	cr_assert_eq(mp_conn_send(w, m, 1), -EPIPE);
+	mp_conn_close(w);
+}
+
+static int
+hold_reader(void *arg)
+{
+	struct kill_ctx *k = arg;
+
+	t_sync_signal(&k->ready);
+	while (pause() < 0)
+		continue;
+	return T_FAIL;
+}
+
+Test(pipe, blocked_sender_sees_a_sigkilled_receiver)
+{
+	struct kill_ctx k;
+	mp_conn *r, *w;
+	char m[4096] = { 0 };
+	pid_t pid;
+	int rc;
+
+	cr_assert_eq(mp_pipe_new(&r, &w, false, 16384), 0);
+	t_sync_init(&k.ready);
+	k.c = r;
+	pid = t_spawn(hold_reader, &k);
+	mp_conn_close(r);
+	cr_assert_eq(t_sync_wait(&k.ready, 10000), 0);
+	while ((rc = mp_conn_send_timeout(w, m, sizeof(m), MP_NOWAIT)) == 0)
+		;
+	cr_assert_eq(rc, -EAGAIN);
+	kill(pid, SIGKILL);
+	cr_assert_eq(mp_conn_send(w, m, sizeof(m)), -EPIPE);
+	cr_assert_eq(t_wait_status(pid, 10000), -SIGKILL);
+	mp_conn_close(w);
+	t_sync_fini(&k.ready);
+}
+
+Test(pipe, poll_and_timeouts)
+{
+	mp_conn *r, *w;
+	char m[4096] = { 0 };
+	int64_t t0;
+	int rc;
+
+	cr_assert_eq(mp_pipe_new(&r, &w, false, 16384), 0);
+	cr_assert_eq(mp_conn_poll(r, MP_NOWAIT), 0);
+	t0 = t_now();
+	cr_assert_eq(mp_conn_poll(r, MP_MSEC(30)), 0);
+	cr_assert_geq(t_now() - t0, MP_MSEC(30));
+	t0 = t_now();
+	cr_assert_eq(mp_conn_recv_timeout(r, m, sizeof(m), MP_MSEC(30)),
+		     -ETIMEDOUT);
+	cr_assert_geq(t_now() - t0, MP_MSEC(30));
+	cr_assert_eq(mp_conn_send(w, m, 10), 0);
+	cr_assert_eq(mp_conn_poll(r, MP_NOWAIT), 1);
+	cr_assert_eq(mp_conn_poll(r, MP_FOREVER), 1);
+	cr_assert_eq(mp_conn_recv(r, m, sizeof(m)), 10);
+	while ((rc = mp_conn_send_timeout(w, m, sizeof(m), MP_NOWAIT)) == 0)
+		;
+	cr_assert_eq(rc, -EAGAIN);
+	t0 = t_now();
+	cr_assert_eq(mp_conn_send_timeout(w, m, sizeof(m), MP_MSEC(30)),
+		     -ETIMEDOUT);
+	cr_assert_geq(t_now() - t0, MP_MSEC(30));
+	mp_conn_close(w);
+	cr_assert_eq(mp_conn_poll(r, MP_FOREVER), 1);
+	mp_conn_close(r);
+}
+
+Test(pipe, a_timed_out_large_send_is_withdrawn)
+{
+	mp_conn *r, *w;
+	size_t big = (size_t)1 << 20;
+	uint8_t *m = malloc(big);
+	char small[64];
+
+	cr_assert_not_null(m);
+	fill(m, big, 3);
+	cr_assert_eq(mp_pipe_new(&r, &w, false, 65536), 0);
+	cr_assert_eq(mp_conn_send_timeout(w, m, big, MP_MSEC(20)),
+		     -ETIMEDOUT);
+	/* The next message waits for the receiver to skip the first. */
+	cr_assert_eq(mp_conn_send_timeout(w, "next", 4, MP_NOWAIT), -EAGAIN);
+	/* A small buffer skips the withdrawn message instead of EMSGSIZE. */
+	cr_assert_eq(mp_conn_recv_timeout(r, small, sizeof(small), MP_NOWAIT),
+		     -EAGAIN);
+	cr_assert_eq(mp_conn_send(w, "next", 4), 0);
+	cr_assert_eq(mp_conn_recv(r, small, sizeof(small)), 4);
+	cr_assert_eq(memcmp(small, "next", 4), 0);
+	/* Withdrawn again, now skipped by a receiver with room for it. */
+	cr_assert_eq(mp_conn_send_timeout(w, m, big, MP_NOWAIT), -EAGAIN);
+	cr_assert_eq(mp_conn_recv_timeout(r, m, big, MP_NOWAIT), -EAGAIN);
+	fill(m, big, 4);
+	cr_assert_eq(mp_conn_send(w, m, 100), 0);
+	cr_assert_eq(mp_conn_recv(r, m + 200, big - 200), 100);
+	cr_assert(check(m + 200, 100, 4));
+	mp_conn_close(r);
+	mp_conn_close(w);
+	free(m);
+}
+
+#define NPIPES 16
+#define PER_PIPE 200
+
+struct multi_ctx {
+	mp_conn *w[NPIPES];
+	int child;
+};
+
+static int
+random_sender(void *arg)
+{
+	struct multi_ctx *k = arg;
+	int seq[NPIPES] = { 0 }, left = NPIPES / 4 * PER_PIPE;
+	uint64_t s = 99 + (uint64_t)k->child;
+
+	/* Child c owns pipes c, c+4, c+8, c+12 and picks among them. */
+	while (left > 0) {
+		int p = k->child + 4 * (int)(xs(&s) % 4);
+		if (seq[p] == PER_PIPE)
+			continue;
+		int msg[2] = { p, seq[p]++ };
+		T_CHECK(mp_conn_send(k->w[p], msg, sizeof(msg)) == 0);
+		left--;
+		if (xs(&s) % 64 == 0)
+			sched_yield();
+	}
+	return T_PASS;
+}
+
+Test(pipe, wait_over_16_pipes_with_random_senders)
+{
+	struct multi_ctx k;
+	mp_conn *r[NPIPES], *live[NPIPES], *ready[NPIPES];
+	int next[NPIPES] = { 0 }, eof = 0, nlive = NPIPES;
+	pid_t pid[4];
+
+	for (int i = 0; i < NPIPES; i++)
+		cr_assert_eq(mp_pipe(&r[i], &k.w[i], false), 0);
+	for (int c = 0; c < 4; c++) {
+		k.child = c;
+		pid[c] = t_spawn(random_sender, &k);
+	}
+	for (int i = 0; i < NPIPES; i++) {
+		mp_conn_close(k.w[i]);
+		live[i] = r[i];
+	}
+	while (nlive > 0) {
+		int n = mp_wait(live, (size_t)nlive, ready, MP_SEC(20));
+		cr_assert_gt(n, 0);
+		for (int j = 0; j < n; j++) {
+			int msg[2];
+			ssize_t got = mp_conn_recv(ready[j], msg, sizeof(msg));
+			if (got == -EPIPE) {
+				eof++;
+				for (int i = 0; i < nlive; i++) {
+					if (live[i] == ready[j]) {
+						live[i] = live[--nlive];
+						break;
+					}
+				}
+				continue;
+			}
+			cr_assert_eq(got, (ssize_t)sizeof(msg));
+			cr_assert(ready[j] == r[msg[0]]);
+			cr_assert_eq(msg[1], next[msg[0]]++);
+		}
+	}
+	cr_assert_eq(eof, NPIPES);
+	for (int i = 0; i < NPIPES; i++) {
+		cr_assert_eq(next[i], PER_PIPE);
+		mp_conn_close(r[i]);
+	}
+	for (int c = 0; c < 4; c++)
+		t_wait_exit(pid[c], 0);
+}
+
+#define NMANY 200
+
+struct many_ctx {
+	mp_conn *w[NMANY];
+	struct t_sync go;
+};
+
+static int
+send_on_far_ones(void *arg)
+{
+	struct many_ctx *k = arg;
+	int v = 1;
+
+	T_CHECK(t_sync_wait(&k->go, 10000) == 0);
+	T_CHECK(mp_conn_send(k->w[150], &v, sizeof(v)) == 0);
+	T_CHECK(t_sync_wait(&k->go, 10000) == 0);
+	T_CHECK(mp_conn_send(k->w[199], &v, sizeof(v)) == 0);
+	T_CHECK(mp_conn_send(k->w[3], &v, sizeof(v)) == 0);
+	T_CHECK(t_sync_wait(&k->go, 10000) == 0);
+	return T_PASS;
+}
+
+Test(pipe, wait_over_more_than_128_connections)
+{
+	struct many_ctx k;
+	mp_conn *r[NMANY], *ready[NMANY];
+	int v, n;
+	pid_t pid;
+
+	t_sync_init(&k.go);
+	for (int i = 0; i < NMANY; i++)
+		cr_assert_eq(mp_pipe_new(&r[i], &k.w[i], false, 4096), 0);
+	pid = t_spawn(send_on_far_ones, &k);
+	for (int i = 0; i < NMANY; i++)
+		mp_conn_close(k.w[i]);
+	cr_assert_eq(mp_wait(r, NMANY, ready, MP_NOWAIT), 0);
+	cr_assert_eq(mp_wait(r, NMANY, ready, MP_MSEC(20)), 0);
+	t_sync_signal(&k.go);
+	n = mp_wait(r, NMANY, ready, MP_SEC(10));
+	cr_assert_eq(n, 1);
+	cr_assert(ready[0] == r[150]);
+	cr_assert_eq(mp_conn_recv(r[150], &v, sizeof(v)), sizeof(v));
+	t_sync_signal(&k.go);
+	int seen = 0;
+	while (seen < 2) {
+		n = mp_wait(r, NMANY, ready, MP_SEC(10));
+		cr_assert_gt(n, 0);
+		for (int j = 0; j < n; j++) {
+			cr_assert(ready[j] == r[199] || ready[j] == r[3]);
+			cr_assert_eq(mp_conn_recv(ready[j], &v, sizeof(v)),
+				     sizeof(v));
+			seen++;
+		}
+	}
+	t_sync_signal(&k.go);
+	t_wait_exit(pid, 0);
+	/* Every writer gone: all 200 are ready, at end of file. */
+	cr_assert_eq(mp_wait(r, NMANY, ready, MP_SEC(10)), NMANY);
+	for (int i = 0; i < NMANY; i++) {
+		cr_assert_eq(mp_conn_recv(r[i], &v, sizeof(v)), -EPIPE);
+		mp_conn_close(r[i]);
+	}
+	t_sync_fini(&k.go);
+}
+
+static int
+send_after_go(void *arg)
+{
+	struct kill_ctx *k = arg;
+	int v = 5;
+
+	T_CHECK(t_sync_wait(&k->ready, 10000) == 0);
+	T_CHECK(mp_conn_send(k->c, &v, sizeof(v)) == 0);
+	return T_PASS;
+}
+
+Test(pipe, conn_fd_is_readable_on_data_and_eof)
+{
+	struct kill_ctx k;
+	mp_conn *r, *w;
+	struct pollfd p;
+	int v, fd;
+	pid_t pid;
+
+	t_sync_init(&k.ready);
+	cr_assert_eq(mp_pipe(&r, &w, false), 0);
+	k.c = w;
+	pid = t_spawn(send_after_go, &k);
+	mp_conn_close(w);
+	fd = mp_conn_fd(r);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(mp_conn_recv_timeout(r, &v, sizeof(v), MP_NOWAIT),
+		     -EAGAIN);
+	p = (struct pollfd){ .fd = fd, .events = POLLIN };
+	cr_assert_eq(poll(&p, 1, 0), 0);
+	t_sync_signal(&k.ready);
+	cr_assert_eq(poll(&p, 1, 10000), 1);
+	cr_assert_eq(mp_conn_recv_timeout(r, &v, sizeof(v), MP_NOWAIT),
+		     sizeof(v));
+	cr_assert_eq(v, 5);
+	t_wait_exit(pid, 0);
+	cr_assert_eq(poll(&p, 1, 10000), 1);
+	cr_assert_eq(mp_conn_recv_timeout(r, &v, sizeof(v), MP_NOWAIT), -EPIPE);
+	mp_conn_close(r);
+	t_sync_fini(&k.ready);
+}
+
+static int
+echo(void *arg)
+{
+	mp_conn **ends = arg, *c = ends[1];
+	char buf[256];
+	ssize_t n;
+
+	mp_conn_close(ends[0]);	/* else this process holds its own peer */
+	while ((n = mp_conn_recv(c, buf, sizeof(buf))) >= 0)
+		T_CHECK(mp_conn_send(c, buf, (size_t)n) == 0);
+	T_CHECK(n == -EPIPE);
+	return T_PASS;
+}
+
+Test(pipe, duplex_ping_pong_across_fork)
+{
+	mp_conn *a, *b, *ends[2];
+	pid_t pid;
+
+	cr_assert_eq(mp_pipe(&a, &b, true), 0);
+	ends[0] = a;
+	ends[1] = b;
+	pid = t_spawn(echo, ends);
+	mp_conn_close(b);
+	for (int i = 0; i < 20000; i++) {
+		int v = i, got = -1;
+		cr_assert_eq(mp_conn_send(a, &v, sizeof(v)), 0);
+		cr_assert_eq(mp_conn_recv(a, &got, sizeof(got)), sizeof(got));
+		cr_assert_eq(got, i);
+	}
+	mp_conn_close(a);
+	t_wait_exit(pid, 0);
+}
+
+Test(pipe, bad_arguments_are_negative_errnos)
+{
+	mp_conn *r, *w, *list[2], *ready[2];
+	char buf[8];
+	void *m;
+
+	cr_assert_eq(mp_pipe(NULL, &w, false), -EINVAL);
+	cr_assert_eq(mp_pipe(&r, NULL, true), -EINVAL);
+	cr_assert_eq(mp_pipe(&r, &r, true), -EINVAL);
+	cr_assert_eq(mp_pipe_new(&r, &w, true, (size_t)1 << 40), -EINVAL);
+	cr_assert_eq(mp_conn_send(NULL, "x", 1), -EINVAL);
+	cr_assert_eq(mp_conn_recv(NULL, buf, 1), -EINVAL);
+	cr_assert_eq(mp_conn_recv_alloc(NULL, &m), -EINVAL);
+	cr_assert_eq(mp_conn_poll(NULL, 0), -EINVAL);
+	cr_assert_eq(mp_conn_fd(NULL), -EINVAL);
+	cr_assert_eq(mp_wait(NULL, 1, ready, 0), -EINVAL);
+	mp_conn_close(NULL);
+
+	cr_assert_eq(mp_pipe_new(&r, &w, true, 100), 0);	/* rounded up */
+	cr_assert_eq(mp_conn_send(w, NULL, 1), -EINVAL);
+	cr_assert_eq(mp_conn_send_timeout(w, "x", 1, -5), -EINVAL);
+	cr_assert_eq(mp_conn_recv(r, NULL, 1), -EINVAL);
+	cr_assert_eq(mp_conn_recv_timeout(r, buf, 1, -2), -EINVAL);
+	cr_assert_eq(mp_conn_recv_alloc(r, NULL), -EINVAL);
+	cr_assert_eq(mp_conn_poll(r, -3), -EINVAL);
+	list[0] = r;
+	list[1] = NULL;
+	cr_assert_eq(mp_wait(list, 2, ready, 0), -EINVAL);
+	cr_assert_eq(mp_wait(list, 0, ready, 0), -EINVAL);
+	cr_assert_eq(mp_wait(list, 1, NULL, 0), -EINVAL);
+	cr_assert_eq(mp_wait(list, 1, ready, -7), -EINVAL);
+	cr_assert_eq(mp_wait(list, 1, ready, 0), 0);
+
+	/* A closed end is refused while the pipe's other end lives here. */
+	mp_conn_close(r);
+	cr_assert_eq(mp_conn_send(r, "x", 1), -EINVAL);
+	cr_assert_eq(mp_conn_recv(r, buf, 1), -EINVAL);
+	cr_assert_eq(mp_conn_poll(r, 0), -EINVAL);
+	cr_assert_eq(mp_conn_fd(r), -EINVAL);
+	cr_assert_eq(mp_wait(list, 1, ready, 0), -EINVAL);
+	mp_conn_close(r);	/* twice: ignored */
+	/* The peer is gone in this process: w's sends see EPIPE. */
+	cr_assert_eq(mp_conn_recv_timeout(w, buf, 1, MP_NOWAIT), -EPIPE);
+	mp_conn_close(w);
+}
+
+Test(pipe, no_leak_after_10000_pipe_close_cycles)
+{
+	int fds = t_fd_count();
+
+	for (int i = 0; i < 10000; i++) {
+		mp_conn *r, *w;
+		char b[8];
+		cr_assert_eq(mp_pipe(&r, &w, i & 1), 0);
+		cr_assert_eq(mp_conn_send(w, "12345678", 8), 0);
+		cr_assert_eq(mp_conn_recv(r, b, sizeof(b)), 8);
+		if (i & 2)
+			cr_assert_geq(mp_conn_fd(r), 0);
+		mp_conn_close(w);
+		mp_conn_close(r);
+	}
+	cr_assert_eq(t_fd_count(), fds);
+}
