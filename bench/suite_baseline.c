@@ -49,7 +49,7 @@ stream_rows(const struct mpb_opts *o, size_t size)
 		snprintf(row.impl, sizeof(row.impl), "%s",
 			 mpb_transport_name(ts[i]));
 		row.size = size;
-		row.ops = mpb_median(v, n);
+		row.ops = mpb_summary(v, n, &row.spread);
 		row.mbps = row.ops * (double)size / 1e6;
 		row.ns_op = 1e9 / row.ops;
 		mpb_report(&row);
@@ -96,7 +96,7 @@ pingpong_rows(const struct mpb_opts *o, size_t size)
 		snprintf(row.impl, sizeof(row.impl), "%s",
 			 mpb_transport_name(ts[i]));
 		row.size = size;
-		row.ns_op = mpb_median(v, n);
+		row.ns_op = mpb_summary(v, n, &row.spread);
 		row.ops = 1e9 / row.ns_op;
 		mpb_hist_lat(h, &row.lat);
 		mpb_report(&row);
@@ -130,7 +130,7 @@ run(const struct mpb_opts *o)
 		snprintf(row.name, sizeof(row.name), "memcpy");
 		snprintf(row.impl, sizeof(row.impl), "memcpy");
 		row.size = sizes[i];
-		row.mbps = mpb_median(v, r) / 1e6;
+		row.mbps = mpb_summary(v, r, &row.spread) / 1e6;
 		row.ops = row.mbps * 1e6 / (double)sizes[i];
 		row.ns_op = 1e9 / row.ops;
 		mpb_report(&row);
