@@ -330,6 +330,40 @@ ratio(const struct mpb_row *r)
 	return NAN;
 }
 
+static bool
+is_mproc(const struct mpb_row *r)
+{
+	return strncmp(r->impl, "mproc", 5) == 0;
+}
+
+static double
+speed(const struct mpb_row *r)
+{
+	if (r->higher_better)
+		return r->ops;
+	return r->ns_op > 0 ? 1e9 / r->ns_op : 0;
+}
+
+/*
+ * For an mproc row: its speed relative to the fastest row of its group
+ * that is not mproc's, and that row.  NAN when there is none.
+ */
+static double
+vs_best(const struct mpb_row *r, const struct mpb_row **best)
+{
+	*best = NULL;
+	if (!is_mproc(r))
+		return NAN;
+	for (size_t i = 0; i < nrows; i++) {
+		const struct mpb_row *b = &rows[i];
+		if (is_mproc(b) || !same_group(b, r) || speed(b) <= 0)
+			continue;
+		if (*best == NULL || speed(b) > speed(*best))
+			*best = b;
+	}
+	return *best ? speed(r) / speed(*best) : NAN;
+}
+
 static const char *
 human(double v, char *buf, size_t len)
 {
@@ -372,9 +406,10 @@ print_table(FILE *f)
 		if (r->suite != suite) {
 			suite = r->suite;
 			fprintf(f, "\n== %s\n%-22s %-18s %8s %9s %9s %9s %5s "
-				"%9s %9s %9s %7s\n", suite, "workload", "impl",
+				"%9s %9s %9s %7s  %s\n", suite, "workload", "impl",
 				"size", "ops/s", "MB/s", "per op", "+-%",
-				"p50", "p99", "p99.9", "ratio");
+				"p50", "p99", "p99.9", "ratio",
+				"vs best other");
 		}
 		double q = ratio(r);
 		char rs[16];
@@ -390,18 +425,25 @@ print_table(FILE *f)
 			snprintf(sp, sizeof(sp), "-");
 		if (r->spread > NOISY)
 			noisy++;
+		const struct mpb_row *best;
+		double vb = vs_best(r, &best);
+		char bs[64] = "";
+		if (!isnan(vb))
+			snprintf(bs, sizeof(bs), "%.2fx %s", vb, best->impl);
 		fprintf(f, "%-22s %-18s %8zu %9s %9s %9s %5s %9s %9s %9s "
-			"%7s\n", r->name, r->impl, r->size,
+			"%7s  %s\n", r->name, r->impl, r->size,
 			human(r->ops, a, sizeof(a)),
 			human(r->mbps, b, sizeof(b)),
 			ns_str(r->ns_op, c, sizeof(c)), sp,
 			ns_str(r->lat.p50, d, sizeof(d)),
 			ns_str(r->lat.p99, e, sizeof(e)),
-			ns_str(r->lat.p999, g, sizeof(g)), rs);
+			ns_str(r->lat.p999, g, sizeof(g)), rs, bs);
 	}
 	fprintf(f, "\nratio: speed relative to the group's (base) row, "
-		"measured in the same run; >1 is faster.\n+-%%: spread of "
-		"the repeats, (max - min) / median.\n");
+		"measured in the same run; >1 is faster.\nvs best other: an "
+		"mproc row's speed relative to the fastest other mechanism "
+		"of its group.\n+-%%: spread of the repeats, (max - min) / "
+		"median.\n");
 	if (noisy > 0)
 		fprintf(f, "WARNING: %d rows spread more than %.0f%% between "
 			"repeats: this machine is too noisy for those figures "
@@ -467,9 +509,18 @@ write_json(const char *path, const struct mpb_opts *o)
 			r->lat.p99, r->lat.p999, r->lat.max, r->spread,
 			r->baseline ? "true" : "false");
 		if (isnan(q))
-			fprintf(f, "null}");
+			fprintf(f, "null");
 		else
-			fprintf(f, "%.4g}", q);
+			fprintf(f, "%.4g", q);
+		const struct mpb_row *best;
+		double vb = vs_best(r, &best);
+		if (isnan(vb)) {
+			fprintf(f, ", \"vs_best\": null}");
+		} else {
+			fprintf(f, ", \"vs_best\": %.4g, \"best_other\": ", vb);
+			json_str(f, best->impl);
+			fprintf(f, "}");
+		}
 	}
 	fprintf(f, "\n  ]\n}\n");
 	if (f != stdout && fclose(f) != 0)
@@ -572,7 +623,7 @@ main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct mpb_opts o = { .seconds = 1.0, .repeat = 3 };
+	struct mpb_opts o = { .seconds = 0.3, .repeat = 3 };
 	const char *json = NULL, *csv = NULL;
 	char *end;
 	int c, rc = 0, ran = 0;
