@@ -56,10 +56,11 @@
  *
  * Sleeping (adaptive spin, yield, futex).  A waiter first spins for an
  * adaptive budget (doubled when a spin succeeds, halved when it fails,
- * 0.5-50 us), then asks whether the peer lives, yields twice, and sleeps:
+ * 0.5-50 us), yields once, and sleeps:
  *
  *   waiter:  OR bit into word (atomic);  fence;  re-check the condition;
- *            futex_wait(word, value seen) for at most SLICE (50 ms)
+ *            poll liveness;  futex_wait(word, value seen) for at most
+ *            SLICE (50 ms), then again from the top
  *   waker:   store head/tail (atomic);   fence;  load word;
  *            if non-zero: swap word to 0 and wake (futex and/or fd byte)
  *
@@ -76,9 +77,11 @@
  *     kernel is called only when the bit is set: the fast path of both
  *     sides is two atomic stores-with-fence and some loads, no system call.
  *  4. A set bit whose sleeper died costs one spurious wake, which clears
- *     it; a sleeper that loses a wake (cannot happen by 3) or whose peer
- *     died without waking it still wakes after SLICE and polls liveness, so
- *     a blocked call notices a dead peer within 50 ms plus a poll.
+ *     it.  A clean close wakes the other side's sleepers after its close()
+ *     returned (the kernel has hung up the socket by then), and a sleeper
+ *     polls liveness after setting its bit, so a close is never missed.
+ *     A peer killed by a signal wakes nobody: the sleeper's slice ends and
+ *     it polls, so a blocked call notices a dead peer within 50 ms.
  *  5. Between calls tail sits on a message boundary unless msg_end > tail,
  *     which means a receiver died (or saw end of file) inside a message; the
  *     next receive then discards up to msg_end (or the withdrawal point).
@@ -370,26 +373,33 @@ wait_ready(struct waitc *w)
 	       ck_pr_load_64(&d->abort_pos) == ck_pr_load_64(&d->abort_ack);
 }
 
-/* Spin for the adaptive budget; true when the condition came true. */
+/*
+ * Spin for the adaptive budget; true when the condition came true.  The
+ * condition is polled often (a short capped backoff), and the clock read
+ * only every 16 polls, so that a message is seen a few tens of ns after
+ * it lands.
+ */
 static bool
 spin(struct waitc *w)
 {
 	struct mp_conn *c = w->c;
 	int64_t budget = c->spin_ns, start = mp__now();
-	ck_backoff_t bo = 4;
+	ck_backoff_t bo = 1;
 
 	for (;;) {
-		if (wait_ready(w)) {
-			if (budget < SPIN_MAX)
-				c->spin_ns = budget * 2;
-			return true;
+		for (int i = 0; i < 16; i++) {
+			if (wait_ready(w)) {
+				if (budget < SPIN_MAX)
+					c->spin_ns = budget * 2;
+				return true;
+			}
+			ck_pr_stall();
+			ck_backoff_eb(&bo);
+			if (bo > 32)
+				bo = 32;
 		}
 		if (mp__now() - start >= budget)
 			break;
-		ck_backoff_eb(&bo);
-		if (bo > 256)
-			bo = 256;
-		ck_pr_stall();
 	}
 	if (budget > SPIN_MIN)
 		c->spin_ns = budget / 2;
@@ -415,9 +425,9 @@ wait_for(struct waitc *w)
 		return 0;
 	if (!nowait && spin(w))
 		return 0;
-	if (peer_gone(c))
-		return w->kind == W_DATA && wait_ready(w) ? 0 : -EPIPE;
 	if (nowait) {
+		if (peer_gone(c))
+			return w->kind == W_DATA && wait_ready(w) ? 0 : -EPIPE;
 		if (!(bits & W_ARMED))
 			return -EAGAIN;
 		/* Arm the fd before reporting empty (the protocol of 3). */
@@ -431,11 +441,10 @@ wait_for(struct waitc *w)
 			return rc;
 		w->have_deadline = true;
 	}
-	for (int i = 0; i < 2; i++) {
-		sched_yield();
-		if (wait_ready(w))
-			return 0;
-	}
+	/* Let a peer that shares our CPU run before we sleep. */
+	sched_yield();
+	if (wait_ready(w))
+		return 0;
 	for (;;) {
 		/* Announce, then re-check: invariant 3. */
 		ck_pr_or_32(word, bits);
@@ -444,25 +453,26 @@ wait_for(struct waitc *w)
 			drain(c->fd);
 		if (wait_ready(w))
 			return 0;
+		/*
+		 * Liveness after the announcement: a holder that closes the
+		 * other end's last fd loads the word after its close, so
+		 * either it sees our bit and wakes us, or this poll sees the
+		 * hang-up (mp_conn_close).
+		 */
+		if (peer_gone(c))
+			return w->kind == W_DATA && wait_ready(w) ? 0 : -EPIPE;
 		uint32_t v = ck_pr_load_32(word);
 		if (!(v & W_SLEEP))
 			continue;	/* a waker cleared it: progress */
 		int64_t until = mp__now() + SLICE;
 		if (w->bounded && w->deadline < until)
 			until = w->deadline;
-		rc = mp__futex_wait(word, v, until);
+		(void)mp__futex_wait(word, v, until);
 		if (wait_ready(w))
 			return 0;
 		if (w->bounded && w->deadline != MP__NEVER &&
 		    mp__now() >= w->deadline)
 			return -ETIMEDOUT;
-		/* A slice ended, or a wake that was not a publisher's. */
-		if (rc == -ETIMEDOUT || (ck_pr_load_32(word) & W_SLEEP)) {
-			if (peer_gone(c))
-				return w->kind == W_DATA && wait_ready(w)
-					       ? 0
-					       : -EPIPE;
-		}
 	}
 }
 
@@ -841,6 +851,11 @@ wait_many(mp_conn *const conns[], size_t n, mp_conn *ready[],
 			ck_pr_fence_atomic_load();
 			if ((k = scan(conns, n, ready)) > 0)
 				return k;
+			/* After the bits, as in wait_for(): no close is missed. */
+			if ((rc = check_gone(conns, n, p)) < 0)
+				return rc;
+			if ((k = scan(conns, n, ready)) > 0)
+				return k;
 			bool cleared = false;
 			for (size_t i = 0; i < n; i++) {
 				fw[i].word = &conns[i]->rx->rwait;
@@ -849,7 +864,7 @@ wait_many(mp_conn *const conns[], size_t n, mp_conn *ready[],
 			}
 			if (cleared)
 				continue;
-			rc = mp__futex_waitv(fw, (unsigned)n, until);
+			(void)mp__futex_waitv(fw, (unsigned)n, until);
 		} else {
 			/*
 			 * Beyond futex_waitv's 128 words: arm every fd and let
@@ -875,7 +890,6 @@ wait_many(mp_conn *const conns[], size_t n, mp_conn *ready[],
 			rc = ppoll(p, n, left < 0 ? NULL : &ts, NULL);
 			if (rc < 0 && errno == ENOMEM)
 				return -ENOMEM;
-			rc = rc == 0 ? -ETIMEDOUT : 0;
 			for (size_t i = 0; i < n; i++) {
 				if (p[i].revents & (POLLHUP | POLLRDHUP |
 						    POLLERR | POLLNVAL))
@@ -886,12 +900,6 @@ wait_many(mp_conn *const conns[], size_t n, mp_conn *ready[],
 			return k;
 		if (deadline != MP__NEVER && mp__now() >= deadline)
 			return 0;
-		if (rc == -ETIMEDOUT || n <= MP__WAITV_MAX) {
-			if ((rc = check_gone(conns, n, p)) < 0)
-				return rc;
-			if ((k = scan(conns, n, ready)) > 0)
-				return k;
-		}
 	}
 }
 
@@ -1048,9 +1056,11 @@ mp_conn_close(mp_conn *c)
 	c->fd = -1;
 	/*
 	 * If that was the end's last fd anywhere, the other end's sleepers
-	 * should learn it now rather than after a slice: wake them, and they
-	 * poll their socket (a wake that finds no progress checks liveness).
+	 * learn it now rather than after a slice: close() has hung up the
+	 * peer socket before it returns, and a sleeper polls its socket after
+	 * setting its bit, so either it sees the hang-up or we see the bit.
 	 */
+	ck_pr_fence_memory();
 	if (c->tx != NULL && (ck_pr_load_32(&c->tx->rwait) & W_SLEEP))
 		mp__futex_wake(&c->tx->rwait, INT32_MAX);
 	if (c->rx != NULL && (ck_pr_load_32(&c->rx->wwait) & W_SLEEP))
