@@ -6,7 +6,7 @@
  *  - "ping-pong busy": two processes bounce a message over a duplex pipe;
  *    each round trip is timed (the harness is one side).  Baseline: the
  *    spin ping-pong, the hardware limit.
- *  - "ping-pong asleep": the same, but each side thinks (busy-waits) 30 us
+ *  - "ping-pong asleep": the same, but each side thinks (busy-waits) 10 us
  *    before it sends, so that the other has given up spinning and sleeps
  *    in the kernel: both hops of a round trip are sleeping handoffs.  The
  *    replier's think time is subtracted.  Baseline: the raw futex
@@ -33,7 +33,7 @@
 #include "bench/baseline.h"
 #include "bench/mpbench.h"
 
-#define THINK_NS 30000
+#define THINK_NS 10000
 
 static const size_t stream_sizes[] = { 8, 64, 1024, 65536, 16u << 20 };
 static const size_t pp_sizes[] = { 8, 64 };

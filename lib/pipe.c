@@ -189,7 +189,8 @@ struct mp_conn {
 	uint64_t cap, mask;
 	uint64_t rx_head;	/* a lower bound of rx->head (receiver's) */
 	uint64_t tx_tail;	/* a lower bound of tx->tail (sender's) */
-	int64_t spin_ns;	/* adaptive spin budget */
+	int64_t rx_spin;	/* adaptive spin budgets, ns: the receiver's */
+	int64_t tx_spin;	/* and the sender's (no field is shared) */
 	int fdmode;		/* mp_conn_fd was called: arm bit 1 too */
 	int gone;		/* every holder of the other end is gone */
 } MP__ALIGNED;
@@ -382,15 +383,15 @@ wait_ready(struct waitc *w)
 static bool
 spin(struct waitc *w)
 {
-	struct mp_conn *c = w->c;
-	int64_t budget = c->spin_ns, start = mp__now();
+	int64_t *spin_ns = w->kind == W_DATA ? &w->c->rx_spin : &w->c->tx_spin;
+	int64_t budget = *spin_ns, start = mp__now();
 	ck_backoff_t bo = 1;
 
 	for (;;) {
 		for (int i = 0; i < 16; i++) {
 			if (wait_ready(w)) {
 				if (budget < SPIN_MAX)
-					c->spin_ns = budget * 2;
+					*spin_ns = budget * 2;
 				return true;
 			}
 			ck_pr_stall();
@@ -402,7 +403,7 @@ spin(struct waitc *w)
 			break;
 	}
 	if (budget > SPIN_MIN)
-		c->spin_ns = budget / 2;
+		*spin_ns = budget / 2;
 	return false;
 }
 
@@ -927,7 +928,7 @@ mp_wait(mp_conn *const conns[], size_t n, mp_conn *ready[],
 	if (timeout_ns != MP_NOWAIT) {
 		/* A short spin: a message in flight arrives faster than a wake. */
 		ck_backoff_t bo = 4;
-		int64_t budget = conns[0]->spin_ns;
+		int64_t budget = conns[0]->rx_spin;
 		start = mp__now();
 		do {
 			if ((k = scan(conns, n, ready)) > 0)
@@ -1013,7 +1014,8 @@ mp_pipe_new(mp_conn **c1, mp_conn **c2, bool duplex, size_t ring_size)
 		c->pl = pl;
 		c->cap = cap;
 		c->mask = cap - 1;
-		c->spin_ns = SPIN_START;
+		c->rx_spin = SPIN_START;
+		c->tx_spin = SPIN_START;
 	}
 	uint8_t *ring0 = (uint8_t *)base + DATA_OFF;
 	pl->end[0].rx = &shm->dir[0];

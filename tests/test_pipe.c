@@ -58,7 +58,7 @@ check(const uint8_t *p, size_t n, uint64_t seed)
 	return memcmp(p + i, &v, n - i) == 0;
 }
 
-Test(pipe, non_duplex_directions_and_ebadf)
+T_TEST(pipe, non_duplex_directions_and_ebadf)
 {
 	mp_conn *r, *w;
 	char buf[16];
@@ -81,7 +81,7 @@ Test(pipe, non_duplex_directions_and_ebadf)
 	mp_conn_close(w);
 }
 
-Test(pipe, duplex_both_ways)
+T_TEST(pipe, duplex_both_ways)
 {
 	mp_conn *a, *b;
 	char buf[16];
@@ -97,7 +97,7 @@ Test(pipe, duplex_both_ways)
 	mp_conn_close(b);
 }
 
-Test(pipe, emsgsize_keeps_the_message)
+T_TEST(pipe, emsgsize_keeps_the_message)
 {
 	mp_conn *r, *w;
 	char small[4], big[100];
@@ -134,7 +134,7 @@ send_big(void *arg)
 	return T_PASS;
 }
 
-Test(pipe, message_of_64mib_through_64kib_ring)
+T_TEST(pipe, message_of_64mib_through_64kib_ring)
 {
 	mp_conn *r, *w;
 	void *m = NULL;
@@ -186,7 +186,7 @@ send_random(void *arg)
 	return T_PASS;
 }
 
-Test(pipe, boundaries_kept_for_random_sizes_with_checksums)
+T_TEST(pipe, boundaries_kept_for_random_sizes_with_checksums)
 {
 	mp_conn *r, *w;
 	uint8_t *m = malloc((size_t)1 << 20 | 1);
@@ -221,7 +221,7 @@ send_three_and_exit(void *arg)
 	return T_PASS;	/* exits without closing: the kernel closes */
 }
 
-Test(pipe, eof_after_the_writer_exits)
+T_TEST(pipe, eof_after_the_writer_exits)
 {
 	mp_conn *r, *w;
 	int v;
@@ -271,7 +271,7 @@ blocked_reader(void *arg)
 	return T_PASS;
 }
 
-Test(pipe, blocked_recv_sees_a_sigkilled_writer_promptly)
+T_TEST(pipe, blocked_recv_sees_a_sigkilled_writer_promptly)
 {
 	struct kill_ctx k;
 	mp_conn *r, *w;
@@ -318,7 +318,7 @@ close_both_then_wait(void *arg)
 	return T_PASS;
 }
 
-Test(pipe, eof_after_parent_and_child_close_their_copies)
+T_TEST(pipe, eof_after_parent_and_child_close_their_copies)
 {
 	struct close_ctx k;
 	int v;
@@ -350,7 +350,7 @@ reader_exits(void *arg)
 	return T_PASS;
 }
 
-Test(pipe, send_to_a_gone_receiver_is_epipe)
+T_TEST(pipe, send_to_a_gone_receiver_is_epipe)
 {
 	mp_conn *r, *w;
 	char m[1000] = { 0 };
@@ -381,7 +381,7 @@ hold_reader(void *arg)
 	return T_FAIL;
 }
 
-Test(pipe, blocked_sender_sees_a_sigkilled_receiver)
+T_TEST(pipe, blocked_sender_sees_a_sigkilled_receiver)
 {
 	struct kill_ctx k;
 	mp_conn *r, *w;
@@ -405,7 +405,7 @@ Test(pipe, blocked_sender_sees_a_sigkilled_receiver)
 	t_sync_fini(&k.ready);
 }
 
-Test(pipe, poll_and_timeouts)
+T_TEST(pipe, poll_and_timeouts)
 {
 	mp_conn *r, *w;
 	char m[4096] = { 0 };
@@ -437,7 +437,7 @@ Test(pipe, poll_and_timeouts)
 	mp_conn_close(r);
 }
 
-Test(pipe, a_timed_out_large_send_is_withdrawn)
+T_TEST(pipe, a_timed_out_large_send_is_withdrawn)
 {
 	mp_conn *r, *w;
 	size_t big = (size_t)1 << 20;
@@ -498,7 +498,7 @@ random_sender(void *arg)
 	return T_PASS;
 }
 
-Test(pipe, wait_over_16_pipes_with_random_senders)
+T_TEST(pipe, wait_over_16_pipes_with_random_senders)
 {
 	struct multi_ctx k;
 	mp_conn *r[NPIPES], *live[NPIPES], *ready[NPIPES];
@@ -567,7 +567,7 @@ send_on_far_ones(void *arg)
 	return T_PASS;
 }
 
-Test(pipe, wait_over_more_than_128_connections)
+T_TEST(pipe, wait_over_more_than_128_connections)
 {
 	struct many_ctx k;
 	mp_conn *r[NMANY], *ready[NMANY];
@@ -621,7 +621,7 @@ send_after_go(void *arg)
 	return T_PASS;
 }
 
-Test(pipe, conn_fd_is_readable_on_data_and_eof)
+T_TEST(pipe, conn_fd_is_readable_on_data_and_eof)
 {
 	struct kill_ctx k;
 	mp_conn *r, *w;
@@ -666,7 +666,7 @@ echo(void *arg)
 	return T_PASS;
 }
 
-Test(pipe, duplex_ping_pong_across_fork)
+T_TEST(pipe, duplex_ping_pong_across_fork)
 {
 	mp_conn *a, *b, *ends[2];
 	pid_t pid;
@@ -686,7 +686,7 @@ Test(pipe, duplex_ping_pong_across_fork)
 	t_wait_exit(pid, 0);
 }
 
-Test(pipe, bad_arguments_are_negative_errnos)
+T_TEST(pipe, bad_arguments_are_negative_errnos)
 {
 	mp_conn *r, *w, *list[2], *ready[2];
 	char buf[8];
@@ -732,7 +732,7 @@ Test(pipe, bad_arguments_are_negative_errnos)
 	mp_conn_close(w);
 }
 
-Test(pipe, no_leak_after_10000_pipe_close_cycles)
+T_TEST(pipe, no_leak_after_10000_pipe_close_cycles)
 {
 	int fds = t_fd_count();
 

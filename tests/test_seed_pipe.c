@@ -58,7 +58,7 @@ foo(void *arg)
 	return 0;
 }
 
-Test(seed_pipe, two_children_send_five_each_and_wait_sees_both_eofs)
+T_TEST(seed_pipe, two_children_send_five_each_and_wait_sees_both_eofs)
 {
 	mp_conn *readers[2], *all[2], *ready[2];
 	mp_process *p[2];
