@@ -749,3 +749,70 @@ T_TEST(pipe, no_leak_after_10000_pipe_close_cycles)
 	}
 	cr_assert_eq(t_fd_count(), fds);
 }
+
+struct midkill_ctx {
+	mp_conn *c;
+	struct t_sync ready;
+};
+
+static int
+send_big_then_after(void *arg)
+{
+	struct midkill_ctx *k = arg;
+	size_t n = (size_t)1 << 20;
+	uint8_t *m = malloc(n);
+
+	T_CHECK(m != NULL);
+	fill(m, n, 11);
+	t_sync_signal(&k->ready);
+	T_CHECK(mp_conn_send(k->c, m, n) == 0);
+	T_CHECK(mp_conn_send(k->c, "after", 5) == 0);
+	free(m);
+	return T_PASS;
+}
+
+static int
+recv_forever(void *arg)
+{
+	void *m;
+
+	(void)mp_conn_recv_alloc(arg, &m);
+	return T_FAIL;	/* killed mid-message before it returns */
+}
+
+T_TEST(pipe, a_receiver_killed_mid_message_leaves_the_rest_to_skip)
+{
+	struct midkill_ctx k;
+	mp_conn *r, *w;
+	char buf[64];
+	pid_t s, rp;
+	int st;
+
+	t_sync_init(&k.ready);
+	cr_assert_eq(mp_pipe_new(&r, &w, false, 4096), 0);
+	k.c = w;
+	s = t_spawn(send_big_then_after, &k);
+	mp_conn_close(w);
+	cr_assert_eq(t_sync_wait(&k.ready, 10000), 0);
+	cr_assert_eq(mp_conn_poll(r, MP_SEC(10)), 1);
+	/* The sender stops inside its 1 MiB message. */
+	kill(s, SIGSTOP);
+	cr_assert_eq(waitpid(s, &st, WUNTRACED), s);
+	cr_assert(WIFSTOPPED(st));
+	rp = t_spawn(recv_forever, r);
+	/* When nothing is readable, the receiver stands inside the message. */
+	int64_t t0 = t_now();
+	while (mp_conn_poll(r, MP_NOWAIT) == 1 && t_now() - t0 < MP_SEC(10))
+		sched_yield();
+	cr_assert_eq(mp_conn_poll(r, MP_NOWAIT), 0);
+	kill(rp, SIGKILL);
+	cr_assert_eq(t_wait_status(rp, 10000), -SIGKILL);
+	kill(s, SIGCONT);
+	/* The rest of the half-delivered message is skipped. */
+	cr_assert_eq(mp_conn_recv(r, buf, sizeof(buf)), 5);
+	cr_assert_eq(memcmp(buf, "after", 5), 0);
+	cr_assert_eq(mp_conn_recv(r, buf, sizeof(buf)), -EPIPE);
+	t_wait_exit(s, 0);
+	mp_conn_close(r);
+	t_sync_fini(&k.ready);
+}
