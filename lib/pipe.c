@@ -550,6 +550,11 @@ conn_send(struct mp_conn *c, const void *msg, size_t len, int64_t timeout)
 	pos = align8(ck_pr_load_64(&d->head));
 	total = HDR + align8(len);
 	if (MP__LIKELY(total <= c->cap)) {
+		if (diff(pos + total, c->tx_tail) > (int64_t)c->cap) {
+			/* Refresh the bound; pairs with release(). */
+			c->tx_tail = ck_pr_load_64(&d->tail);
+			ck_pr_fence_load();
+		}
 		if (MP__UNLIKELY(diff(pos + total, c->tx_tail) >
 					 (int64_t)c->cap ||
 				 ck_pr_load_64(&d->abort_pos) !=
@@ -677,8 +682,6 @@ conn_recv(struct mp_conn *c, void *buf, size_t cap, void **out,
 		return -EINVAL;
 	if (MP__UNLIKELY((d = c->rx) == NULL))
 		return -EBADF;
-	w = (struct waitc){ .c = c, .d = d, .kind = W_DATA, .need = HDR,
-			    .timeout = timeout, .bounded = true };
 again:
 	tail = ck_pr_load_64(&d->tail);
 	if (MP__UNLIKELY(diff(ck_pr_load_64(&d->msg_end), tail) > 0)) {
@@ -689,8 +692,15 @@ again:
 			return rc;
 		goto again;
 	}
+	if (diff(c->rx_head, tail) < HDR) {
+		/* Refresh the bound; pairs with the release in publish(). */
+		c->rx_head = ck_pr_load_64(&d->head);
+		ck_pr_fence_load();
+	}
 	if (MP__UNLIKELY(diff(c->rx_head, tail) < HDR)) {
-		w.pos = tail;
+		w = (struct waitc){ .c = c, .d = d, .kind = W_DATA, .pos = tail,
+				    .need = HDR, .timeout = timeout,
+				    .bounded = true };
 		if ((rc = wait_for(&w)) < 0)
 			return rc;
 		if (diff(c->rx_head, tail) < HDR)
