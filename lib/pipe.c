@@ -46,13 +46,32 @@
  * mp_conn_close() or by the kernel at exit, SIGKILL included - the other
  * socket polls POLLHUP.  So "every holder of the other end is gone" is a
  * single poll() with no timeout on the handle's own socket: the kernel
- * keeps the reference count.  It is asked only on slow paths: before a
- * receiver or sender sleeps, when its sleep slice ends, and when it is
- * woken without progress.  Once seen, death is cached in the handle.
- * The same socket is mp_conn_fd(): a sender writes one byte to its own
- * socket (readable at the receiver's) when the receiver armed bit 1, and
- * POLLHUP makes it readable at end of file.  Cost: two fds per pipe per
- * process, one per end held.
+ * keeps the reference count.  It is asked only on slow paths: each time
+ * a waiter is about to sleep (after announcing itself, see 4), and by a
+ * non-blocking call that finds nothing.  Once seen, death is cached in the
+ * handle.  The same socket is mp_conn_fd(): a sender writes one byte to
+ * its own socket (readable at the receiver's) when the receiver armed bit
+ * 1, and POLLHUP makes it readable at end of file - which an eventfd could
+ * not do for a writer killed by SIGKILL, and it costs no extra fd.  Cost:
+ * two fds per pipe in the creating process, one per end held.
+ *
+ * Why a futex with 50 ms slices rather than sleeping in poll() on the
+ * socket: no system call waits on a futex and an fd at once (io_uring's
+ * futex op aside, which we do not assume), and sleeping in poll() would
+ * make every wake-up a send() plus a recv() and leave mp_wait() without
+ * futex_waitv.  So the data path sleeps on futexes; a clean close wakes
+ * the other side at once (invariant 4); only a peer killed by a signal,
+ * which wakes nobody, waits for the end of the sleeper's slice.  A receiver
+ * blocked forever costs 20 wake-ups a second.
+ *
+ * Waiting on many (mp_wait).  Up to MP__WAITV_MAX (128, futex_waitv's
+ * limit) connections, the waiter sets bit 0 of every rwait, re-checks all
+ * rings, polls all sockets for hang-ups in one poll(), and sleeps in one
+ * futex_waitv for at most a slice.  Beyond 128 it arms bit 1 of every
+ * rwait instead, drains the sockets, re-checks, and sleeps in one ppoll()
+ * over all the sockets: a publisher sends a byte to an armed receiver, and
+ * a hang-up wakes ppoll by itself, so there is no limit and no slice.
+ * The price is a send() on the publisher's side, only while armed.
  *
  * Sleeping (adaptive spin, yield, futex).  A waiter first spins for an
  * adaptive budget (doubled when a spin succeeds, halved when it fails,
@@ -66,7 +85,9 @@
  *
  * Invariants:
  *  1. Only the producer writes head and abort_pos, only the consumer tail,
- *     msg_end and abort_ack; 0 <= head - tail <= C always.
+ *     msg_end and abort_ack; head - tail <= C always, and head - tail >= 0
+ *     except after a withdrawal, when tail (rounded up to 8) may lead head
+ *     by up to 7 until the next message is published.
  *  2. Bytes in [tail, head) are never overwritten: the producer writes at
  *     or beyond head, and only up to tail + C.
  *  3. No lost wake-up: the waiter's OR and the waker's index store are
