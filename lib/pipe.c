@@ -8,6 +8,7 @@
  * carries c1 -> c2.  Each direction's control block has three cache lines:
  *
  *   line 0, the producer's:  head     bytes published (free-running u64)
+ *                            send_end end of a message being streamed in
  *   line 1, the consumer's:  tail     bytes consumed (free-running u64)
  *                            msg_end  end of a message being streamed out
  *   line 2, rarely written:  rwait    bit 0: a receiver sleeps on it (futex)
@@ -37,7 +38,9 @@
  * sets tail to abort_pos rounded up to 8 and abort_ack = abort_pos.  The
  * next message starts at that aligned position, and no sender writes one
  * before abort_ack == abort_pos (a second abort cannot overwrite an unseen
- * first one).
+ * first one).  A streaming sender records send_end first; a sender that
+ * finds send_end beyond head knows that the previous holder of its end
+ * died inside a stream, and withdraws that message before its own.
  *
  * Liveness.  mp_pipe() also makes an AF_UNIX stream socketpair: every
  * holder of c1 holds the first socket, every holder of c2 the second (fork
@@ -84,7 +87,8 @@
  *            if non-zero: swap word to 0 and wake (futex and/or fd byte)
  *
  * Invariants:
- *  1. Only the producer writes head and abort_pos, only the consumer tail,
+ *  1. Only the producer writes head, send_end and abort_pos, only the
+ *     consumer tail,
  *     msg_end and abort_ack; head - tail <= C always, and head - tail >= 0
  *     except after a withdrawal, when tail (rounded up to 8) may lead head
  *     by up to 7 until the next message is published.
@@ -122,9 +126,10 @@
  *    is lost with its sender, which never got 0 back.
  *  - Sender, mid-stream of a large message: the receiver has part of it;
  *    it waits, then sees the peer gone (POLLHUP, within a slice), drops
- *    the part and returns -EPIPE once nothing else is left - unless another
- *    process still holds the sending end, in which case the receiver waits
- *    for the rest, as it must.
+ *    the part and returns -EPIPE once nothing else is left.  If another
+ *    process still holds the sending end, the receiver waits; that
+ *    holder's next send sees send_end > head and withdraws the half
+ *    message first, so the receiver skips it and nothing is misparsed.
  *  - Sender, after the head store, before the wake: the receiver was
  *    spinning (sees it) or sleeping with a bit set; then it wakes at the
  *    end of its slice, finds the data, and later sees EOF.
@@ -173,7 +178,8 @@
 
 struct ring_ctl {
 	uint64_t head;		/* line 0: the producer's */
-	uint8_t pad0[MP__CACHELINE - 8];
+	uint64_t send_end;	/* end of a message being streamed in */
+	uint8_t pad0[MP__CACHELINE - 16];
 	uint64_t tail;		/* line 1: the consumer's */
 	uint64_t msg_end;
 	uint8_t pad1[MP__CACHELINE - 16];
@@ -505,6 +511,7 @@ wait_for(struct waitc *w)
 static void
 withdraw(struct mp_conn *c, struct ring_ctl *d, uint64_t head)
 {
+	ck_pr_store_64(&d->send_end, head);
 	ck_pr_fas_64(&d->abort_pos, head);
 	/* abort_pos before rwait, as head in publish(). */
 	ck_pr_fence_atomic_load();
@@ -521,6 +528,7 @@ send_stream(struct mp_conn *c, struct waitc *w, uint64_t pos,
 	uint64_t quarter = c->cap / 4, off = 0;
 	int rc;
 
+	ck_pr_store_64(&d->send_end, pos + total);
 	while (off < total) {
 		uint64_t want = total - off < quarter ? total - off : quarter;
 
@@ -530,6 +538,9 @@ send_stream(struct mp_conn *c, struct waitc *w, uint64_t pos,
 			if ((rc = wait_for(w)) < 0) {
 				if (off > 0 && rc != -EPIPE)
 					withdraw(c, d, pos + off);
+				else if (off == 0)
+					ck_pr_store_64(&d->send_end,
+						       ck_pr_load_64(&d->head));
 				return rc;
 			}
 		}
@@ -568,7 +579,12 @@ conn_send(struct mp_conn *c, const void *msg, size_t len, int64_t timeout)
 		return -EMSGSIZE;
 	if (MP__UNLIKELY(ck_pr_load_int(&c->gone)))
 		return -EPIPE;
-	pos = align8(ck_pr_load_64(&d->head));
+	uint64_t head = ck_pr_load_64(&d->head);
+	if (MP__UNLIKELY(diff(ck_pr_load_64(&d->send_end), head) > 0)) {
+		/* A holder of this end died inside a stream: withdraw it. */
+		withdraw(c, d, head);
+	}
+	pos = align8(head);
 	total = HDR + align8(len);
 	if (MP__LIKELY(total <= c->cap)) {
 		if (diff(pos + total, c->tx_tail) > (int64_t)c->cap) {
@@ -724,8 +740,12 @@ again:
 				    .bounded = true };
 		if ((rc = wait_for(&w)) < 0)
 			return rc;
-		if (diff(c->rx_head, tail) < HDR)
-			goto again;	/* an abort to acknowledge */
+		if (diff(c->rx_head, tail) < HDR) {
+			/* A sender died before its stream's first chunk. */
+			if (abort_at(d, tail))
+				ack_abort(d, tail);
+			goto again;
+		}
 	}
 	memcpy(&len, c->rxdata + (tail & c->mask), HDR);
 	if (MP__UNLIKELY(len > (uint64_t)SSIZE_MAX - 16))

@@ -816,3 +816,51 @@ T_TEST(pipe, a_receiver_killed_mid_message_leaves_the_rest_to_skip)
 	mp_conn_close(r);
 	t_sync_fini(&k.ready);
 }
+
+static int
+send_big_forever(void *arg)
+{
+	struct midkill_ctx *k = arg;
+	size_t n = (size_t)1 << 20;
+	uint8_t *m = calloc(1, n);
+
+	T_CHECK(m != NULL);
+	(void)mp_conn_send(k->c, m, n);	/* killed inside it */
+	return T_FAIL;
+}
+
+static int
+recv_expect_fresh(void *arg)
+{
+	mp_conn **ends = arg;
+	void *m = NULL;
+
+	mp_conn_close(ends[1]);
+	T_CHECK(mp_conn_recv_alloc(ends[0], &m) == 5);
+	T_CHECK(memcmp(m, "fresh", 5) == 0);
+	free(m);
+	return T_PASS;
+}
+
+T_TEST(pipe, a_sender_killed_mid_message_is_withdrawn_by_the_next)
+{
+	struct midkill_ctx k;
+	mp_conn *r, *w, *ends[2];
+	pid_t s, rp;
+
+	cr_assert_eq(mp_pipe_new(&r, &w, false, 4096), 0);
+	k.c = w;
+	s = t_spawn(send_big_forever, &k);
+	/* Wait for its first chunk, then kill it inside the message. */
+	cr_assert_eq(mp_conn_poll(r, MP_SEC(10)), 1);
+	kill(s, SIGKILL);
+	cr_assert_eq(t_wait_status(s, 10000), -SIGKILL);
+	ends[0] = r;
+	ends[1] = w;
+	rp = t_spawn(recv_expect_fresh, ends);
+	/* We still hold the send end: our next message withdraws the half. */
+	cr_assert_eq(mp_conn_send_timeout(w, "fresh", 5, MP_SEC(10)), 0);
+	t_wait_exit(rp, 0);
+	mp_conn_close(w);
+	mp_conn_close(r);
+}
