@@ -5,8 +5,11 @@
  * has) in the same shared memory and the same run:
  *
  *   uncontended   acquire+release in one process (ns a pair)
- *   contended     two processes each looping acquire, counter++, release
- *                 (pairs a second, both processes together)
+ *   contended     two processes, each on its own CPU, looping acquire,
+ *                 counter++, release (pairs a second, both together)
+ *   handoff       the same, but a process counts only on its turn (the
+ *                 counter's parity): each count is the lock passing from
+ *                 one process to the other (handoffs a second)
  *
  * Implementations are interleaved within each repeat so that drift on
  * this noisy machine hits them alike; rows report the median.
@@ -118,8 +121,27 @@ pin(const cpu_set_t *allowed, int me)
 	}
 }
 
+/*
+ * One turn at the lock.  Contended: always count.  Handoff: count only
+ * when it is this process's turn (the counter's parity), so every count
+ * means the lock went over to the other process and back.
+ */
+static inline int
+step(const struct ctx *c, enum impl i, int me, bool handoff, uint64_t *n)
+{
+	struct arena *a = c->a;
+
+	if (acquire(c, i) < 0)
+		return -EIO;
+	if (!handoff || (a->counter & 1) == (uint64_t)me) {
+		a->counter++;
+		(*n)++;
+	}
+	return release(c, i);
+}
+
 static int
-contender(const struct ctx *c, enum impl i, int me)
+contender(const struct ctx *c, enum impl i, int me, bool handoff)
 {
 	struct arena *a = c->a;
 	uint64_t n = 0;
@@ -128,22 +150,18 @@ contender(const struct ctx *c, enum impl i, int me)
 	while (__atomic_load_n(&a->go, __ATOMIC_ACQUIRE) < 2)
 		;
 	while (!__atomic_load_n(&a->stop, __ATOMIC_RELAXED)) {
-		for (int k = 0; k < 64; k++) {
-			if (acquire(c, i) < 0)
+		for (int k = 0; k < 64; k++)
+			if (step(c, i, me, handoff, &n) < 0)
 				return -EIO;
-			a->counter++;
-			if (release(c, i) < 0)
-				return -EIO;
-		}
-		n += 64;
 	}
 	a->ops[me] = n;
 	return 0;
 }
 
-/* Pairs a second over two processes taking turns at the lock. */
+/* Counts a second of two processes at the lock (see step). */
 static int
-contended(const struct ctx *c, enum impl i, int64_t dur, double *ops)
+contended(const struct ctx *c, enum impl i, bool handoff, int64_t dur,
+	  double *ops)
 {
 	struct arena *a = c->a;
 	pid_t pid;
@@ -163,7 +181,7 @@ contended(const struct ctx *c, enum impl i, int64_t dur, double *ops)
 	if (pid == 0) {
 		if (pinned)
 			pin(&allowed, 1);
-		_exit(contender(c, i, 1) == 0 ? 0 : 1);
+		_exit(contender(c, i, 1, handoff) == 0 ? 0 : 1);
 	}
 	if (pinned)
 		pin(&allowed, 0);
@@ -174,15 +192,9 @@ contended(const struct ctx *c, enum impl i, int64_t dur, double *ops)
 	{
 		uint64_t n = 0;
 		__atomic_fetch_add(&a->go, 1, __ATOMIC_ACQ_REL);
-		while (mpb_now() - start < dur) {
-			for (int k = 0; k < 64; k++) {
-				if (acquire(c, i) < 0)
-					rc = -EIO;
-				a->counter++;
-				if (release(c, i) < 0)
-					rc = -EIO;
-			}
-			n += 64;
+		while (mpb_now() - start < dur && rc == 0) {
+			for (int k = 0; k < 64 && rc == 0; k++)
+				rc = step(c, i, 0, handoff, &n);
 		}
 		a->ops[0] = n;
 	}
@@ -232,6 +244,7 @@ static int
 run(const struct mpb_opts *o)
 {
 	double unc[NIMPL][MAX_REPEAT], con[NIMPL][MAX_REPEAT];
+	double hand[NIMPL][MAX_REPEAT];
 	int reps = o->repeat < MAX_REPEAT ? o->repeat : MAX_REPEAT;
 	int64_t dur = mpb_duration(o);
 	struct ctx c = { 0 };
@@ -256,13 +269,20 @@ run(const struct mpb_opts *o)
 		for (int i = 0; i < NIMPL && rc == 0; i++) {
 			mpb_progress("lock: contended %s, repeat %d/%d",
 				     impl_name[i], r + 1, reps);
-			rc = contended(&c, i, dur, &con[i][r]);
+			rc = contended(&c, i, false, dur, &con[i][r]);
+		}
+		for (int i = 0; i < NIMPL && rc == 0; i++) {
+			mpb_progress("lock: handoff %s, repeat %d/%d",
+				     impl_name[i], r + 1, reps);
+			rc = contended(&c, i, true, dur, &hand[i][r]);
 		}
 	}
 	for (int i = 0; i < NIMPL && rc == 0; i++)
 		report("uncontended acquire+release", i, unc[i], reps, true);
 	for (int i = 0; i < NIMPL && rc == 0; i++)
 		report("2 processes contended", i, con[i], reps, false);
+	for (int i = 0; i < NIMPL && rc == 0; i++)
+		report("2 processes handoff", i, hand[i], reps, false);
 	mp_rlock_free(c.rlock);
 out_lock:
 	mp_lock_free(c.lock);

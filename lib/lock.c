@@ -293,18 +293,19 @@ mx_lock_slow(uint32_t *w, uint32_t tid, int64_t timeout_ns)
  * Lock.
  */
 
+#define LOCK_OK(l) MP__LIKELY((l) != NULL && (l)->magic == MP__LOCK_MAGIC)
+#define RLOCK_OK(l) MP__LIKELY((l) != NULL && (l)->magic == MP__RLOCK_MAGIC)
+
 static inline struct mp__mutex *
 lock_mx(const mp_lock *l)
 {
-	return MP__LIKELY(l != NULL && l->magic == MP__LOCK_MAGIC) ? l->m
-								   : NULL;
+	return LOCK_OK(l) ? l->m : NULL;
 }
 
 static inline struct mp__mutex *
 rlock_mx(const mp_rlock *l)
 {
-	return MP__LIKELY(l != NULL && l->magic == MP__RLOCK_MAGIC) ? l->m
-								    : NULL;
+	return RLOCK_OK(l) ? l->m : NULL;
 }
 
 /* Map a region for a mutex and fill a handle of the given kind. */
@@ -354,25 +355,22 @@ mp_lock_new(mp_lock **out)
 int
 mp_lock_acquire(mp_lock *l, int64_t timeout_ns)
 {
-	struct mp__mutex *m = lock_mx(l);
 	uint32_t tid;
 
-	if (MP__UNLIKELY(m == NULL || !MP__TIMEOUT_OK(timeout_ns)))
+	if (!LOCK_OK(l) || MP__UNLIKELY(!MP__TIMEOUT_OK(timeout_ns)))
 		return -EINVAL;
 	tid = (uint32_t)mp__tid();
-	if (MP__LIKELY(mx_try(&m->word, tid)))
+	if (MP__LIKELY(mx_try(&l->m->word, tid)))
 		return 0;
-	return mx_lock_slow(&m->word, tid, timeout_ns);
+	return mx_lock_slow(&l->m->word, tid, timeout_ns);
 }
 
 int
 mp_lock_release(mp_lock *l)
 {
-	struct mp__mutex *m = lock_mx(l);
-
-	if (MP__UNLIKELY(m == NULL))
+	if (!LOCK_OK(l))
 		return -EINVAL;
-	return MP__LIKELY(mx_unlock(&m->word) != 0) ? 0 : -EPERM;
+	return MP__LIKELY(mx_unlock(&l->m->word) != 0) ? 0 : -EPERM;
 }
 
 void
@@ -433,20 +431,19 @@ rlock_acquire(struct mp__mutex *m, uint32_t tid, int64_t timeout_ns)
 int
 mp_rlock_acquire(mp_rlock *l, int64_t timeout_ns)
 {
-	struct mp__mutex *m = rlock_mx(l);
-
-	if (MP__UNLIKELY(m == NULL || !MP__TIMEOUT_OK(timeout_ns)))
+	if (!RLOCK_OK(l) || MP__UNLIKELY(!MP__TIMEOUT_OK(timeout_ns)))
 		return -EINVAL;
-	return rlock_acquire(m, (uint32_t)mp__tid(), timeout_ns);
+	return rlock_acquire(l->m, (uint32_t)mp__tid(), timeout_ns);
 }
 
 int
 mp_rlock_release(mp_rlock *l)
 {
-	struct mp__mutex *m = rlock_mx(l);
+	struct mp__mutex *m;
 
-	if (MP__UNLIKELY(m == NULL))
+	if (!RLOCK_OK(l))
 		return -EINVAL;
+	m = l->m;
 	if ((ck_pr_load_32(&m->word) & MP__MX_TID) != (uint32_t)mp__tid())
 		return -EPERM;
 	if (m->count > 1) {
