@@ -134,7 +134,8 @@
 
 #define LOCK_SLICE MP_MSEC(20)	/* how often a waiter checks the holder */
 #define COND_SLICE MP_MSEC(200)	/* a safety net against a killed notifier */
-#define MX_SPINS 4		/* ck_backoff rounds before sleeping */
+#define MX_SPINS 10		/* ck_backoff rounds before sleeping */
+#define MX_BACKOFF 16		/* the first round: 16 pause-free steps */
 
 #define COND_MAGIC 0x6d70636eu		/* "mpcn" */
 #define COND_SHM_MAGIC 0x434f4e44u	/* "COND" */
@@ -239,7 +240,7 @@ slice_end(int64_t deadline, int64_t slice)
 static int
 mx_lock_slow(uint32_t *w, uint32_t tid, int64_t timeout_ns)
 {
-	unsigned int backoff = CK_BACKOFF_INITIALIZER;
+	unsigned int backoff = MX_BACKOFF;
 	int64_t deadline, until;
 	uint32_t v;
 
@@ -409,17 +410,20 @@ mp_rlock_new(mp_rlock **out)
 static int
 rlock_acquire(struct mp__mutex *m, uint32_t tid, int64_t timeout_ns)
 {
+	uint32_t v;
 	int rc;
 
-	if ((ck_pr_load_32(&m->word) & MP__MX_TID) == tid) {
+	/* One CAS when free; a failed one tells who holds it. */
+	if (MP__LIKELY(ck_pr_cas_32_value(&m->word, 0, tid, &v))) {
+		ck_pr_fence_lock();
+		m->count = 1;
+		return 0;
+	}
+	if ((v & MP__MX_TID) == tid) {
 		/* Only the holder gets here, so the count is ours alone. */
 		if (MP__UNLIKELY(m->count == UINT32_MAX))
 			return -EOVERFLOW;
 		m->count++;
-		return 0;
-	}
-	if (MP__LIKELY(mx_try(&m->word, tid))) {
-		m->count = 1;
 		return 0;
 	}
 	rc = mx_lock_slow(&m->word, tid, timeout_ns);
