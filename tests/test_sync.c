@@ -77,7 +77,7 @@ count_lock(void *arg)
 	for (int i = 0; i < s->rounds; i++) {
 		T_CHECK(mp_lock_acquire(s->lock, MP_FOREVER) == 0);
 		T_CHECK(s->flag++ == 0);	/* nobody else inside */
-		s->counter++;	/* plain read-modify-write: the lock guards it */
+		s->counter++;	/* a plain RMW: the lock guards it */
 		s->flag--;
 		T_CHECK(mp_lock_release(s->lock) == 0);
 	}
