@@ -234,7 +234,7 @@ report(const char *name, enum impl i, double *v, int n, bool ns)
 
 	snprintf(row.name, sizeof(row.name), "%s", name);
 	snprintf(row.impl, sizeof(row.impl), "%s", impl_name[i]);
-	double m = mpb_median(v, n);
+	double m = mpb_summary(v, n, &row.spread);
 	row.ns_op = ns ? m : 1e9 / m;
 	row.ops = ns ? 1e9 / m : m;
 	mpb_report(&row);
