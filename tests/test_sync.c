@@ -6,6 +6,7 @@
  * handles.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
@@ -225,6 +226,30 @@ Test(sync, lock_owner_killed_next_acquirer_gets_eownerdead)
 	cr_assert_eq(mp_lock_release(s->lock), 0);
 	mp_lock_free(s->lock);
 	t_sync_fini(&s->ready);
+	mp_shm_free(s);
+}
+
+static void *
+lock_and_exit_thread(void *arg)
+{
+	struct shared *s = arg;
+
+	s->value = (uint32_t)mp_lock_acquire(s->lock, MP_NOWAIT);
+	return NULL;
+}
+
+Test(sync, lock_held_by_an_exited_thread_is_eownerdead)
+{
+	struct shared *s = shared_new(0);
+	pthread_t t;
+
+	cr_assert_eq(mp_lock_new(&s->lock), 0);
+	cr_assert_eq(pthread_create(&t, NULL, lock_and_exit_thread, s), 0);
+	cr_assert_eq(pthread_join(t, NULL), 0);
+	cr_assert_eq(s->value, 0);
+	cr_assert_eq(mp_lock_acquire(s->lock, MP_SEC(10)), -EOWNERDEAD);
+	cr_assert_eq(mp_lock_release(s->lock), 0);
+	mp_lock_free(s->lock);
 	mp_shm_free(s);
 }
 
@@ -494,6 +519,61 @@ Test(sync, condition_notify_n_wakes_exactly_n)
 	cr_assert_eq(mp_cond_release(s->cond), 0);
 	mp_cond_free(s->cond);
 	mp_rlock_free(lock);
+	mp_shm_free(s);
+}
+
+static int
+cond_wait_owner_dies(void *arg)
+{
+	struct shared *s = arg;
+
+	T_CHECK(mp_cond_acquire(s->cond, MP_FOREVER) == 0);
+	s->ready_n = 1;
+	/*
+	 * Times out while the killed holder has the lock, then takes it
+	 * (0: timed out before the holder got the lock; wait again).
+	 */
+	int rc;
+	do
+		rc = mp_cond_wait(s->cond, MP_MSEC(50));
+	while (rc == 0);
+	T_CHECK(rc == -EOWNERDEAD);
+	T_CHECK(mp_cond_release(s->cond) == 0);
+	T_CHECK(mp_cond_release(s->cond) == -EPERM);
+	return T_PASS;
+}
+
+static int
+cond_hold_forever(void *arg)
+{
+	struct shared *s = arg;
+
+	for (;;) {
+		T_CHECK(mp_cond_acquire(s->cond, MP_FOREVER) == 0);
+		if (s->ready_n == 1)
+			break;
+		T_CHECK(mp_cond_release(s->cond) == 0);
+		sched_yield();
+	}
+	t_sync_signal(&s->ready);
+	for (;;)
+		pause();
+}
+
+Test(sync, condition_wait_takes_back_the_lock_of_a_killed_holder)
+{
+	struct shared *s = shared_new(0);
+
+	t_sync_init(&s->ready);
+	cr_assert_eq(mp_cond_new(&s->cond, NULL), 0);
+	pid_t waiter = t_spawn(cond_wait_owner_dies, s);
+	pid_t holder = t_spawn(cond_hold_forever, s);
+	cr_assert_eq(t_sync_wait(&s->ready, 10000), 0);
+	kill(holder, SIGKILL);
+	cr_assert_eq(t_wait_status(holder, 10000), -SIGKILL);
+	t_wait_exit(waiter, 0);
+	mp_cond_free(s->cond);
+	t_sync_fini(&s->ready);
 	mp_shm_free(s);
 }
 
