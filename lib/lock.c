@@ -5,10 +5,12 @@
  * Handles.  Every object is a small heap handle per process (a magic word
  * and a pointer) in front of a shared struct in its own memfd region
  * (lib/region.c).  fork() copies the heap, so a child uses the same
- * pointer; free clears the magic before it unmaps and frees, so a later
- * call through a freed handle finds no magic and returns -EINVAL instead
- * of touching an unmapped page.  The fast path is one pointer chase:
- * handle -> shared word.
+ * pointer.  Free unmaps the region and returns the handle, zeroed, to a
+ * process-local lock-free pool (never to malloc), so a later call through
+ * a freed handle reads magic 0 and returns -EINVAL instead of touching an
+ * unmapped page or freed memory; a handle reused by a later new() of any
+ * type is that new object.  The fast path is one pointer chase: handle ->
+ * shared word.
  *
  * The mutex word (struct mp__mutex, shared by Lock, RLock, the Condition's
  * own lock and the locks of Value and Array) holds
@@ -122,10 +124,13 @@
 
 #include <limits.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <ck_backoff.h>
 #include <ck_pr.h>
+#include <ck_stack.h>
 
 #include "lib/futex.h"
 #include "lib/lock.h"
@@ -167,6 +172,52 @@ struct mp_cond {
 	mp_rlock *lock;		/* the caller's, or &own */
 	struct mp_rlock own;
 };
+_Static_assert(sizeof(struct mp_cond) <= MP__HANDLE_SIZE, "handle size");
+
+/*
+ * The handle pool: a ck_stack of freed handles (never given back to
+ * malloc, so a popper may read a stale next pointer without a fault; the
+ * generation count of ck_stack_pop_mpmc makes the ABA case fail its CAS).
+ * Its entries are reachable from the pool: nothing leaks, and the pool is
+ * never larger than the most handles that were alive at once.
+ */
+
+union handle_slot {
+	struct {
+		uint32_t magic;		/* 0 while in the pool */
+		uint32_t pad;
+		ck_stack_entry_t link;
+	} f;
+	char bytes[MP__HANDLE_SIZE];
+};
+
+static ck_stack_t handle_pool __attribute__((aligned(16))) =
+	CK_STACK_INITIALIZER;
+
+void *
+mp__handle_alloc(size_t size)
+{
+	ck_stack_entry_t *e;
+	union handle_slot *h;
+
+	if (size > sizeof(*h))
+		return NULL;
+	if ((e = ck_stack_pop_mpmc(&handle_pool)) == NULL)
+		return calloc(1, sizeof(*h));
+	h = (union handle_slot *)((char *)e - offsetof(union handle_slot,
+						      f.link));
+	memset(h, 0, sizeof(*h));
+	return h;
+}
+
+void
+mp__handle_free(void *p)
+{
+	union handle_slot *h = p;
+
+	memset(h, 0, sizeof(*h));
+	ck_stack_push_mpmc(&handle_pool, &h->f.link);
+}
 
 /*
  * The mutex core.
@@ -319,7 +370,7 @@ mutex_new(uint32_t magic, struct mp_rlock **out)
 
 	if (out == NULL)
 		return -EINVAL;
-	if ((h = calloc(1, sizeof(*h))) == NULL)
+	if ((h = mp__handle_alloc(sizeof(*h))) == NULL)
 		return -ENOMEM;
 	if ((rc = mp__region_map(sizeof(struct mp__mutex), &shm)) < 0)
 		goto fail_free;
@@ -330,7 +381,7 @@ mutex_new(uint32_t magic, struct mp_rlock **out)
 	*out = h;
 	return 0;
 fail_free:
-	free(h);
+	mp__handle_free(h);
 	return rc;
 }
 
@@ -342,7 +393,7 @@ mutex_free(struct mp_rlock *h)
 	h->magic = 0;
 	h->m = NULL;
 	mp__region_unmap(m, sizeof(*m));
-	free(h);
+	mp__handle_free(h);
 }
 
 int
@@ -486,7 +537,7 @@ mp_cond_new(mp_cond **out, mp_rlock *lock)
 
 	if (out == NULL || (lock != NULL && rlock_mx(lock) == NULL))
 		return -EINVAL;
-	if ((c = calloc(1, sizeof(*c))) == NULL)
+	if ((c = mp__handle_alloc(sizeof(*c))) == NULL)
 		return -ENOMEM;
 	if ((rc = mp__region_map(sizeof(*cs), &shm)) < 0)
 		goto fail_free;
@@ -505,7 +556,7 @@ mp_cond_new(mp_cond **out, mp_rlock *lock)
 	*out = c;
 	return 0;
 fail_free:
-	free(c);
+	mp__handle_free(c);
 	return rc;
 }
 
@@ -643,5 +694,5 @@ mp_cond_free(mp_cond *c)
 		mp__rlock_unembed(&c->own);
 	c->shm = NULL;
 	mp__region_unmap(cs, sizeof(*cs));
-	free(c);
+	mp__handle_free(c);
 }

@@ -3,8 +3,9 @@
  * Theory of operation: Semaphore, Event, Barrier
  *
  * Handles are as in lib/lock.c: a heap handle with a magic word in front
- * of a shared struct in its own memfd region; free clears the magic first,
- * so a freed handle is -EINVAL.
+ * of a shared struct in its own memfd region; free unmaps the region and
+ * returns the handle, cleared, to the handle pool, so a freed handle is
+ * -EINVAL.
  *
  * The sleepers rule.  Each object has a futex word that carries its state
  * and a sleepers count.  A waiter increments sleepers, re-reads the word,
@@ -86,6 +87,7 @@
 #include <ck_pr.h>
 
 #include "lib/futex.h"
+#include "lib/lock.h"
 #include "lib/region.h"
 #include "lib/task.h"
 
@@ -155,6 +157,8 @@ struct mp_sem {
 	struct sem_shm *shm;
 };
 
+_Static_assert(sizeof(struct mp_sem) <= MP__HANDLE_SIZE, "handle size");
+
 static inline struct sem_shm *
 sem_shm(const mp_sem *s)
 {
@@ -171,7 +175,7 @@ sem_new(mp_sem **out, unsigned value, bool bounded)
 
 	if (out == NULL || value > INT32_MAX)
 		return -EINVAL;
-	if ((s = calloc(1, sizeof(*s))) == NULL)
+	if ((s = mp__handle_alloc(sizeof(*s))) == NULL)
 		return -ENOMEM;
 	if ((rc = mp__region_map(sizeof(*sh), &shm)) < 0)
 		goto fail_free;
@@ -186,7 +190,7 @@ sem_new(mp_sem **out, unsigned value, bool bounded)
 	*out = s;
 	return 0;
 fail_free:
-	free(s);
+	mp__handle_free(s);
 	return rc;
 }
 
@@ -287,7 +291,7 @@ mp_sem_free(mp_sem *s)
 	s->magic = 0;
 	s->shm = NULL;
 	mp__region_unmap(sh, sizeof(*sh));
-	free(s);
+	mp__handle_free(s);
 }
 
 /*
@@ -306,6 +310,8 @@ struct mp_event {
 	struct event_shm *shm;
 };
 
+_Static_assert(sizeof(struct mp_event) <= MP__HANDLE_SIZE, "handle size");
+
 static inline struct event_shm *
 event_shm(const mp_event *e)
 {
@@ -322,7 +328,7 @@ mp_event_new(mp_event **out)
 
 	if (out == NULL)
 		return -EINVAL;
-	if ((e = calloc(1, sizeof(*e))) == NULL)
+	if ((e = mp__handle_alloc(sizeof(*e))) == NULL)
 		return -ENOMEM;
 	if ((rc = mp__region_map(sizeof(*sh), &shm)) < 0)
 		goto fail_free;
@@ -334,7 +340,7 @@ mp_event_new(mp_event **out)
 	*out = e;
 	return 0;
 fail_free:
-	free(e);
+	mp__handle_free(e);
 	return rc;
 }
 
@@ -419,7 +425,7 @@ mp_event_free(mp_event *e)
 	e->magic = 0;
 	e->shm = NULL;
 	mp__region_unmap(sh, sizeof(*sh));
-	free(e);
+	mp__handle_free(e);
 }
 
 /*
@@ -441,6 +447,8 @@ struct mp_barrier {
 	struct barrier_shm *shm;
 	size_t len;
 };
+
+_Static_assert(sizeof(struct mp_barrier) <= MP__HANDLE_SIZE, "handle size");
 
 #define B_LOW(s) ((uint32_t)(s))
 #define B_GEN(s) (((uint32_t)(s) >> 1))
@@ -481,7 +489,7 @@ mp_barrier_new(mp_barrier **out, unsigned parties)
 
 	if (out == NULL || parties == 0 || parties > 0xffff)
 		return -EINVAL;
-	if ((b = calloc(1, sizeof(*b))) == NULL)
+	if ((b = mp__handle_alloc(sizeof(*b))) == NULL)
 		return -ENOMEM;
 	len = sizeof(*sh) + parties * sizeof(sh->slot[0]);
 	if ((rc = mp__region_map(len, &shm)) < 0)
@@ -499,7 +507,7 @@ mp_barrier_new(mp_barrier **out, unsigned parties)
 	*out = b;
 	return 0;
 fail_free:
-	free(b);
+	mp__handle_free(b);
 	return rc;
 }
 
@@ -687,5 +695,5 @@ mp_barrier_free(mp_barrier *b)
 	b->magic = 0;
 	b->shm = NULL;
 	mp__region_unmap(sh, b->len);
-	free(b);
+	mp__handle_free(b);
 }

@@ -10,8 +10,9 @@
  * and a heap handle per process (magic, region, and an RLock handle
  * embedded in it, marked borrowed so that mp_rlock_free on it does
  * nothing).  fork() copies the handle, so a child uses the same pointers.
- * Free clears both magics before it unmaps, so a freed handle (and its
- * lock) is -EINVAL or NULL, never a fault.
+ * Free clears both magics, unmaps, and returns the handle to the handle
+ * pool (lib/lock.c), so a freed handle (and its lock) is -EINVAL or NULL,
+ * never a fault.
  *
  * Invariants: (1) the layout above is fixed at creation and read-only
  * afterwards; (2) the user's bytes are only what the caller makes of them:
@@ -50,6 +51,7 @@ struct shared_bytes {
 struct mp_value {
 	struct shared_bytes b;
 };
+_Static_assert(sizeof(struct shared_bytes) <= MP__HANDLE_SIZE, "handle");
 
 struct mp_array {
 	struct shared_bytes b;
@@ -68,7 +70,7 @@ bytes_new(struct shared_bytes **out, uint32_t magic, size_t n,
 	if (n > (SIZE_MAX / 4 - DATA_OFFSET) / elem_size)
 		return -EINVAL;
 	len = DATA_OFFSET + n * elem_size;
-	if ((b = calloc(1, sizeof(*b))) == NULL)
+	if ((b = mp__handle_alloc(sizeof(*b))) == NULL)
 		return -ENOMEM;
 	if ((rc = mp__region_map(len, &b->base)) < 0)
 		goto fail_free;
@@ -82,7 +84,7 @@ bytes_new(struct shared_bytes **out, uint32_t magic, size_t n,
 	*out = b;
 	return 0;
 fail_free:
-	free(b);
+	mp__handle_free(b);
 	return rc;
 }
 
@@ -105,7 +107,7 @@ bytes_free(struct shared_bytes *b)
 	mp__rlock_unembed(&b->lock);
 	b->base = NULL;
 	mp__region_unmap(base, b->len);
-	free(b);
+	mp__handle_free(b);
 }
 
 int

@@ -16,8 +16,8 @@ extern "C" {
  * the pointer may call the object's free function once; the shared state
  * is gone when the last process has freed it (or died).  Every function
  * given NULL, or an object this process has already freed, returns
- * -EINVAL (a freed handle whose memory malloc has handed out again for a
- * new object of the same type is that new object).
+ * -EINVAL (until a later mp_*_new of a sync.h, Value or Array object
+ * reuses the freed handle: it is then that object).
  */
 
 typedef struct mp_lock mp_lock;
