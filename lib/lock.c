@@ -28,9 +28,13 @@
  * (useful only while the holder runs on the other CPU), then:
  *
  *   loop: v = word
- *         v == 0: CAS 0 -> tid|WAITERS; done.  (Once we have slept we
- *                 cannot know whether others still sleep, so the bit is
- *                 kept: at worst one futile wake at release.)
+ *         v == 0: CAS 0 -> tid, or tid|WAITERS if this caller has slept:
+ *                 a woken waiter cannot know whether others still sleep,
+ *                 so it keeps the bit (at worst one futile wake at
+ *                 release).  A caller that never slept may take the lock
+ *                 without it: the release that freed the lock woke one
+ *                 sleeper if any slept, and that sleeper, if it loses the
+ *                 race, sets the bit again before it sleeps.
  *         WAITERS not in v: CAS v -> v|WAITERS, or retry.
  *         futex_wait(word, v|WAITERS, min(deadline, now + LOCK_SLICE))
  *         a slice ran out: if the holder is dead, CAS v -> tid|WAITERS
@@ -293,7 +297,7 @@ mx_lock_slow(uint32_t *w, uint32_t tid, int64_t timeout_ns)
 {
 	unsigned int backoff = MX_BACKOFF;
 	int64_t deadline, until;
-	uint32_t v;
+	uint32_t v, mine = 0;	/* WAITERS once this caller has slept */
 
 	if (timeout_ns == MP_NOWAIT) {
 		v = ck_pr_load_32(w);
@@ -318,7 +322,7 @@ mx_lock_slow(uint32_t *w, uint32_t tid, int64_t timeout_ns)
 	for (;;) {
 		v = ck_pr_load_32(w);
 		if (v == 0) {
-			if (mx_try(w, tid | MP__MX_WAITERS))
+			if (mx_try(w, tid | mine))
 				return 0;
 			continue;
 		}
@@ -328,6 +332,7 @@ mx_lock_slow(uint32_t *w, uint32_t tid, int64_t timeout_ns)
 			v |= MP__MX_WAITERS;
 		}
 		until = slice_end(deadline, LOCK_SLICE);
+		mine = MP__MX_WAITERS;
 		if (mp__futex_wait(w, v, until) == 0)
 			continue;
 		/* A slice (or the whole timeout) ran out. */
