@@ -253,6 +253,62 @@ Test(sync, lock_held_by_an_exited_thread_is_eownerdead)
 	mp_shm_free(s);
 }
 
+static int
+chaos_worker(void *arg)
+{
+	struct shared *s = arg;
+
+	while (!__atomic_load_n(&s->woke_n, __ATOMIC_ACQUIRE)) {
+		int rc = mp_lock_acquire(s->lock, MP_SEC(20));
+		T_CHECK(rc == 0 || rc == -EOWNERDEAD);
+		if (rc == -EOWNERDEAD) {
+			s->flag = 0;	/* repair: the dead holder was inside */
+			__atomic_fetch_add(&s->ready_n, 1, __ATOMIC_RELAXED);
+		}
+		T_CHECK(s->flag++ == 0);
+		s->counter++;
+		s->flag--;
+		T_CHECK(mp_lock_release(s->lock) == 0);
+	}
+	return T_PASS;
+}
+
+Test(sync, lock_survives_holders_killed_at_random_points)
+{
+	enum { WORKERS = 3, KILLS = 30 };
+	struct shared *s = shared_new(0);
+	pid_t pid[WORKERS];
+
+	cr_assert_eq(mp_lock_new(&s->lock), 0);
+	for (int i = 0; i < WORKERS; i++)
+		pid[i] = t_spawn(chaos_worker, s);
+	for (int k = 0; k < KILLS; k++) {
+		/* Let the workers make progress, then kill one of them. */
+		uint64_t seen = __atomic_load_n(&s->counter, __ATOMIC_RELAXED);
+		int64_t end = t_now() + MP_SEC(20);
+		while (__atomic_load_n(&s->counter, __ATOMIC_RELAXED) <
+		       seen + 2000) {
+			cr_assert_lt(t_now(), end, "no progress after kill %d",
+				     k);
+			sched_yield();
+		}
+		int victim = k % WORKERS;
+		kill(pid[victim], SIGKILL);
+		cr_assert_eq(t_wait_status(pid[victim], 10000), -SIGKILL);
+		pid[victim] = t_spawn(chaos_worker, s);
+	}
+	__atomic_store_n(&s->woke_n, 1, __ATOMIC_RELEASE);
+	for (int i = 0; i < WORKERS; i++)
+		t_wait_exit(pid[i], 0);
+	cr_log_info("%d takeovers in %d kills", s->ready_n, KILLS);
+	cr_assert_leq(s->ready_n, KILLS, "more takeovers than deaths");
+	int rc = mp_lock_acquire(s->lock, MP_SEC(10));
+	cr_assert(rc == 0 || rc == -EOWNERDEAD, "rc %d", rc);
+	cr_assert_eq(mp_lock_release(s->lock), 0);
+	mp_lock_free(s->lock);
+	mp_shm_free(s);
+}
+
 /*
  * RLock.
  */
