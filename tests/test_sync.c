@@ -10,6 +10,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <time.h>
 #include <sys/wait.h>
 
 #include <criterion/criterion.h>
@@ -859,6 +860,81 @@ Test(sync, barrier_waiter_killed_breaks_it_for_the_others)
 	t_wait_exit(other, 0);
 	cr_assert(mp_barrier_broken(s->barrier));
 	mp_barrier_free(s->barrier);
+	mp_shm_free(s);
+}
+
+/*
+ * Signals.
+ */
+
+static volatile sig_atomic_t signals_seen;
+
+static void
+on_signal(int sig)
+{
+	(void)sig;
+	signals_seen++;
+}
+
+static int
+wait_through_signals(void *arg)
+{
+	struct shared *s = arg;
+	struct sigaction sa = { .sa_handler = on_signal };
+	int64_t t0;
+
+	sigaction(SIGUSR1, &sa, NULL);	/* no SA_RESTART */
+	t_sync_signal(&s->ready);
+	t0 = t_now();
+	T_CHECK(mp_lock_acquire(s->lock, MP_MSEC(150)) == -ETIMEDOUT);
+	T_CHECK(t_now() - t0 >= MP_MSEC(150));
+	t0 = t_now();
+	T_CHECK(mp_sem_acquire(s->sem, MP_MSEC(100)) == -ETIMEDOUT);
+	T_CHECK(t_now() - t0 >= MP_MSEC(100));
+	t0 = t_now();
+	T_CHECK(mp_event_wait(s->event, MP_MSEC(100)) == 0);
+	T_CHECK(t_now() - t0 >= MP_MSEC(100));
+	T_CHECK(mp_cond_acquire(s->cond, MP_FOREVER) == 0);
+	t0 = t_now();
+	T_CHECK(mp_cond_wait(s->cond, MP_MSEC(100)) == 0);
+	T_CHECK(t_now() - t0 >= MP_MSEC(100));
+	T_CHECK(mp_cond_release(s->cond) == 0);
+	t0 = t_now();
+	T_CHECK(mp_barrier_wait(s->barrier, MP_MSEC(100)) == -ETIMEDOUT);
+	T_CHECK(t_now() - t0 >= MP_MSEC(100));
+	T_CHECK(signals_seen > 0);
+	return T_PASS;
+}
+
+Test(sync, signals_never_end_a_wait_early)
+{
+	struct shared *s = shared_new(0);
+	struct timespec ms = { 0, 1000000 };
+	int status;
+
+	t_sync_init(&s->ready);
+	cr_assert_eq(mp_lock_new(&s->lock), 0);
+	cr_assert_eq(mp_sem_new(&s->sem, 0), 0);
+	cr_assert_eq(mp_event_new(&s->event), 0);
+	cr_assert_eq(mp_cond_new(&s->cond, NULL), 0);
+	cr_assert_eq(mp_barrier_new(&s->barrier, 2), 0);
+	cr_assert_eq(mp_lock_acquire(s->lock, MP_NOWAIT), 0);
+	pid_t pid = t_spawn(wait_through_signals, s);
+	cr_assert_eq(t_sync_wait(&s->ready, 10000), 0);
+	/* A signal every millisecond until the child is done. */
+	while (waitpid(pid, &status, WNOHANG) == 0) {
+		kill(pid, SIGUSR1);
+		nanosleep(&ms, NULL);
+	}
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "child status %#x", status);
+	cr_assert_eq(mp_lock_release(s->lock), 0);
+	mp_barrier_free(s->barrier);
+	mp_cond_free(s->cond);
+	mp_event_free(s->event);
+	mp_sem_free(s->sem);
+	mp_lock_free(s->lock);
+	t_sync_fini(&s->ready);
 	mp_shm_free(s);
 }
 
