@@ -47,7 +47,7 @@ f(void *arg)
 	return mp_lock_release(lock) == 0 ? 0 : 1;
 }
 
-Test(seed_lock, ten_processes_print_whole_lines_exactly_once)
+T_TEST(seed_lock, ten_processes_print_whole_lines_exactly_once)
 {
 	int out = memfd_create("seed-out", MFD_CLOEXEC);
 	int saved = dup(STDOUT_FILENO);

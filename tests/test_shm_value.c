@@ -35,7 +35,7 @@ add_under_lock(void *arg)
 	return T_PASS;
 }
 
-Test(shm_value, value_increments_under_its_lock_are_exact)
+T_TEST(shm_value, value_increments_under_its_lock_are_exact)
 {
 	pid_t pid[4];
 
@@ -70,7 +70,7 @@ fill_array(void *arg)
 	return T_PASS;
 }
 
-Test(shm_value, array_written_by_a_child_is_seen_by_the_parent)
+T_TEST(shm_value, array_written_by_a_child_is_seen_by_the_parent)
 {
 	double *d;
 
@@ -97,7 +97,7 @@ hold_value_lock(void *arg)
 		pause();
 }
 
-Test(shm_value, value_lock_of_a_killed_holder_is_eownerdead)
+T_TEST(shm_value, value_lock_of_a_killed_holder_is_eownerdead)
 {
 	struct t_sync ready;
 
@@ -115,7 +115,7 @@ Test(shm_value, value_lock_of_a_killed_holder_is_eownerdead)
 	t_sync_fini(&ready);
 }
 
-Test(shm_value, nolock_and_bad_arguments)
+T_TEST(shm_value, nolock_and_bad_arguments)
 {
 	mp_value *v;
 	mp_array *a;

@@ -86,7 +86,7 @@ count_lock(void *arg)
 	return T_PASS;
 }
 
-Test(sync, lock_counter_four_processes_million_increments_exact)
+T_TEST(sync, lock_counter_four_processes_million_increments_exact)
 {
 	struct shared *s = shared_new(0);
 	pid_t pid[4];
@@ -113,7 +113,7 @@ release_other(void *arg)
 	return T_PASS;
 }
 
-Test(sync, lock_any_process_may_release_unlocked_is_eperm)
+T_TEST(sync, lock_any_process_may_release_unlocked_is_eperm)
 {
 	struct shared *s = shared_new(0);
 
@@ -145,7 +145,7 @@ lock_times_out(void *arg)
 	return T_PASS;
 }
 
-Test(sync, lock_and_rlock_timeouts_are_honoured)
+T_TEST(sync, lock_and_rlock_timeouts_are_honoured)
 {
 	struct shared *s = shared_new(0);
 	int64_t t0;
@@ -190,7 +190,7 @@ wait_for_dead_owner(void *arg)
 	return T_PASS;
 }
 
-Test(sync, lock_owner_killed_next_acquirer_gets_eownerdead)
+T_TEST(sync, lock_owner_killed_next_acquirer_gets_eownerdead)
 {
 	struct shared *s = shared_new(0);
 	pid_t owner;
@@ -239,7 +239,7 @@ lock_and_exit_thread(void *arg)
 	return NULL;
 }
 
-Test(sync, lock_held_by_an_exited_thread_is_eownerdead)
+T_TEST(sync, lock_held_by_an_exited_thread_is_eownerdead)
 {
 	struct shared *s = shared_new(0);
 	pthread_t t;
@@ -274,7 +274,7 @@ chaos_worker(void *arg)
 	return T_PASS;
 }
 
-Test(sync, lock_survives_holders_killed_at_random_points)
+T_TEST(sync, lock_survives_holders_killed_at_random_points)
 {
 	enum { WORKERS = 3, KILLS = 30 };
 	struct shared *s = shared_new(0);
@@ -324,7 +324,7 @@ rlock_not_owner(void *arg)
 	return T_PASS;
 }
 
-Test(sync, rlock_recursion_and_release_by_non_owner_is_eperm)
+T_TEST(sync, rlock_recursion_and_release_by_non_owner_is_eperm)
 {
 	struct shared *s = shared_new(0);
 
@@ -362,7 +362,7 @@ rlock_takes_free(void *arg)
 	return T_PASS;
 }
 
-Test(sync, rlock_owner_killed_next_acquirer_gets_eownerdead)
+T_TEST(sync, rlock_owner_killed_next_acquirer_gets_eownerdead)
 {
 	struct shared *s = shared_new(0);
 	pid_t owner;
@@ -398,7 +398,7 @@ sem_waiter(void *arg)
 	return T_PASS;
 }
 
-Test(sync, semaphore_wakes_a_waiter_and_times_out)
+T_TEST(sync, semaphore_wakes_a_waiter_and_times_out)
 {
 	struct shared *s = shared_new(0);
 	int64_t t0;
@@ -438,7 +438,7 @@ sem_count(void *arg)
 	return T_PASS;
 }
 
-Test(sync, semaphore_of_one_is_a_mutex_across_three_processes)
+T_TEST(sync, semaphore_of_one_is_a_mutex_across_three_processes)
 {
 	struct shared *s = shared_new(0);
 	pid_t pid[3];
@@ -455,7 +455,7 @@ Test(sync, semaphore_of_one_is_a_mutex_across_three_processes)
 	mp_shm_free(s);
 }
 
-Test(sync, bounded_semaphore_release_above_initial_is_eoverflow)
+T_TEST(sync, bounded_semaphore_release_above_initial_is_eoverflow)
 {
 	mp_sem *b;
 
@@ -499,7 +499,7 @@ consumer(void *arg)
 	return T_PASS;
 }
 
-Test(sync, condition_producer_consumer_100000_rounds_no_lost_wakeup,
+T_TEST(sync, condition_producer_consumer_100000_rounds_no_lost_wakeup,
      .timeout = 120)
 {
 	struct shared *s = shared_new(0);
@@ -541,7 +541,7 @@ cond_waiter(void *arg)
 	return rc == 1 ? C_NOTIFIED : rc == 0 ? C_TIMEDOUT : T_FAIL;
 }
 
-Test(sync, condition_notify_n_wakes_exactly_n)
+T_TEST(sync, condition_notify_n_wakes_exactly_n)
 {
 	struct shared *s = shared_new(0);
 	mp_rlock *lock;
@@ -617,7 +617,7 @@ cond_hold_forever(void *arg)
 		pause();
 }
 
-Test(sync, condition_wait_takes_back_the_lock_of_a_killed_holder)
+T_TEST(sync, condition_wait_takes_back_the_lock_of_a_killed_holder)
 {
 	struct shared *s = shared_new(0);
 
@@ -634,7 +634,7 @@ Test(sync, condition_wait_takes_back_the_lock_of_a_killed_holder)
 	mp_shm_free(s);
 }
 
-Test(sync, condition_wait_needs_the_lock_and_restores_its_count)
+T_TEST(sync, condition_wait_needs_the_lock_and_restores_its_count)
 {
 	mp_cond *c;
 	int64_t t0;
@@ -672,7 +672,7 @@ event_waiter(void *arg)
 	return T_PASS;
 }
 
-Test(sync, event_set_wakes_every_waiter_and_wait_times_out)
+T_TEST(sync, event_set_wakes_every_waiter_and_wait_times_out)
 {
 	struct shared *s = shared_new(0);
 	pid_t pid[3];
@@ -719,7 +719,7 @@ barrier_rounds(void *arg)
 	return T_PASS;
 }
 
-Test(sync, barrier_three_processes_10000_rounds_distinct_indexes)
+T_TEST(sync, barrier_three_processes_10000_rounds_distinct_indexes)
 {
 	enum { ROUNDS = 10000 };
 	struct shared *s = shared_new(sizeof(int) * 3 * ROUNDS);
@@ -779,7 +779,7 @@ await_waiting(mp_barrier *b, int n)
 	}
 }
 
-Test(sync, barrier_timeout_breaks_it_and_reset_repairs_it)
+T_TEST(sync, barrier_timeout_breaks_it_and_reset_repairs_it)
 {
 	struct shared *s = shared_new(0);
 	pid_t pid[2];
@@ -808,7 +808,7 @@ Test(sync, barrier_timeout_breaks_it_and_reset_repairs_it)
 	mp_shm_free(s);
 }
 
-Test(sync, barrier_abort_and_reset_with_waiters_give_epipe)
+T_TEST(sync, barrier_abort_and_reset_with_waiters_give_epipe)
 {
 	struct shared *s = shared_new(0);
 	pid_t pid[2];
@@ -846,7 +846,7 @@ barrier_wait_forever(void *arg)
 	return T_FAIL;
 }
 
-Test(sync, barrier_waiter_killed_breaks_it_for_the_others)
+T_TEST(sync, barrier_waiter_killed_breaks_it_for_the_others)
 {
 	struct shared *s = shared_new(0);
 
@@ -906,7 +906,7 @@ wait_through_signals(void *arg)
 	return T_PASS;
 }
 
-Test(sync, signals_never_end_a_wait_early)
+T_TEST(sync, signals_never_end_a_wait_early)
 {
 	struct shared *s = shared_new(0);
 	struct timespec ms = { 0, 1000000 };
@@ -942,7 +942,7 @@ Test(sync, signals_never_end_a_wait_early)
  * Bad handles.
  */
 
-Test(sync, null_and_freed_objects_are_einval)
+T_TEST(sync, null_and_freed_objects_are_einval)
 {
 	mp_lock *l;
 	mp_rlock *r;
