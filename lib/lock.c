@@ -506,6 +506,8 @@ mp_rlock_release(mp_rlock *l)
 	m = l->m;
 	if ((ck_pr_load_32(&m->word) & MP__MX_TID) != (uint32_t)mp__tid())
 		return -EPERM;
+	/* Every way to the lock (CAS, takeover, cond wait) sets count. */
+	MP__ASSERT(m->count > 0);
 	if (m->count > 1) {
 		m->count--;
 		return 0;
@@ -640,6 +642,8 @@ mp_cond_wait(mp_cond *c, int64_t timeout_ns)
 			return lrc < 0 ? lrc : 1;
 		}
 		if (timed_out || lrc < 0) {
+			/* C1: this caller is still counted in nwait. */
+			MP__ASSERT(NWAIT(cnt) > 0);
 			if (NWAIT(cnt) > 0)
 				ck_pr_store_64(&cs->counts, cnt - 1);
 			return lrc < 0 ? lrc : 0;
