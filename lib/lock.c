@@ -134,7 +134,6 @@
 
 #include <ck_backoff.h>
 #include <ck_pr.h>
-#include <ck_stack.h>
 
 #include "lib/futex.h"
 #include "lib/lock.h"
@@ -176,52 +175,7 @@ struct mp_cond {
 	mp_rlock *lock;		/* the caller's, or &own */
 	struct mp_rlock own;
 };
-_Static_assert(sizeof(struct mp_cond) <= MP__HANDLE_SIZE, "handle size");
-
-/*
- * The handle pool: a ck_stack of freed handles (never given back to
- * malloc, so a popper may read a stale next pointer without a fault; the
- * generation count of ck_stack_pop_mpmc makes the ABA case fail its CAS).
- * Its entries are reachable from the pool: nothing leaks, and the pool is
- * never larger than the most handles that were alive at once.
- */
-
-union handle_slot {
-	struct {
-		uint32_t magic;		/* 0 while in the pool */
-		uint32_t pad;
-		ck_stack_entry_t link;
-	} f;
-	char bytes[MP__HANDLE_SIZE];
-};
-
-static ck_stack_t handle_pool __attribute__((aligned(16))) =
-	CK_STACK_INITIALIZER;
-
-void *
-mp__handle_alloc(size_t size)
-{
-	ck_stack_entry_t *e;
-	union handle_slot *h;
-
-	if (size > sizeof(*h))
-		return NULL;
-	if ((e = ck_stack_pop_mpmc(&handle_pool)) == NULL)
-		return calloc(1, sizeof(*h));
-	h = (union handle_slot *)((char *)e - offsetof(union handle_slot,
-						      f.link));
-	memset(h, 0, sizeof(*h));
-	return h;
-}
-
-void
-mp__handle_free(void *p)
-{
-	union handle_slot *h = p;
-
-	memset(h, 0, sizeof(*h));
-	ck_stack_push_mpmc(&handle_pool, &h->f.link);
-}
+_Static_assert(sizeof(struct mp_cond) <= MP__HANDLE_MAX, "handle size");
 
 /*
  * The mutex core.
@@ -386,7 +340,7 @@ mutex_new(uint32_t magic, struct mp_rlock **out)
 	*out = h;
 	return 0;
 fail_free:
-	mp__handle_free(h);
+	mp__handle_free(h, sizeof(*h));
 	return rc;
 }
 
@@ -398,7 +352,7 @@ mutex_free(struct mp_rlock *h)
 	h->magic = 0;
 	h->m = NULL;
 	mp__region_unmap(m, sizeof(*m));
-	mp__handle_free(h);
+	mp__handle_free(h, sizeof(*h));
 }
 
 int
@@ -563,7 +517,7 @@ mp_cond_new(mp_cond **out, mp_rlock *lock)
 	*out = c;
 	return 0;
 fail_free:
-	mp__handle_free(c);
+	mp__handle_free(c, sizeof(*c));
 	return rc;
 }
 
@@ -703,5 +657,5 @@ mp_cond_free(mp_cond *c)
 		mp__rlock_unembed(&c->own);
 	c->shm = NULL;
 	mp__region_unmap(cs, sizeof(*cs));
-	mp__handle_free(c);
+	mp__handle_free(c, sizeof(*c));
 }

@@ -11,6 +11,7 @@
 
 #include <mproc/sync.h>
 
+#include "lib/handle.h"
 #include "lib/region.h"
 
 /* The shared part of a Lock or RLock: 16 bytes, in any shared region. */
@@ -37,19 +38,6 @@ struct mp_rlock {
 	uint32_t flags;
 	struct mp__mutex *m;
 };
-
-/*
- * Per-process handles of sync.h and shm.h objects.  A freed handle goes
- * back to a process-local pool instead of to malloc, so that a call
- * through it reads a cleared magic (-EINVAL) rather than freed memory; a
- * later new() of any of these types may reuse it.  size <= MP__HANDLE_SIZE.
- * Returns zeroed memory or NULL.  Lock-free; safe across fork().
- */
-#define MP__HANDLE_SIZE 64
-void *mp__handle_alloc(size_t size);
-
-/* Return a handle to the pool; it reads as all zeroes until reused. */
-void mp__handle_free(void *h);
 
 /* Initialise a shared mutex in fresh (zeroed) shared memory. */
 void mp__mutex_init(struct mp__mutex *m);

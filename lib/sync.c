@@ -157,7 +157,7 @@ struct mp_sem {
 	struct sem_shm *shm;
 };
 
-_Static_assert(sizeof(struct mp_sem) <= MP__HANDLE_SIZE, "handle size");
+_Static_assert(sizeof(struct mp_sem) <= MP__HANDLE_MAX, "handle size");
 
 static inline struct sem_shm *
 sem_shm(const mp_sem *s)
@@ -190,7 +190,7 @@ sem_new(mp_sem **out, unsigned value, bool bounded)
 	*out = s;
 	return 0;
 fail_free:
-	mp__handle_free(s);
+	mp__handle_free(s, sizeof(*s));
 	return rc;
 }
 
@@ -291,7 +291,7 @@ mp_sem_free(mp_sem *s)
 	s->magic = 0;
 	s->shm = NULL;
 	mp__region_unmap(sh, sizeof(*sh));
-	mp__handle_free(s);
+	mp__handle_free(s, sizeof(*s));
 }
 
 /*
@@ -310,7 +310,7 @@ struct mp_event {
 	struct event_shm *shm;
 };
 
-_Static_assert(sizeof(struct mp_event) <= MP__HANDLE_SIZE, "handle size");
+_Static_assert(sizeof(struct mp_event) <= MP__HANDLE_MAX, "handle size");
 
 static inline struct event_shm *
 event_shm(const mp_event *e)
@@ -340,7 +340,7 @@ mp_event_new(mp_event **out)
 	*out = e;
 	return 0;
 fail_free:
-	mp__handle_free(e);
+	mp__handle_free(e, sizeof(*e));
 	return rc;
 }
 
@@ -425,7 +425,7 @@ mp_event_free(mp_event *e)
 	e->magic = 0;
 	e->shm = NULL;
 	mp__region_unmap(sh, sizeof(*sh));
-	mp__handle_free(e);
+	mp__handle_free(e, sizeof(*e));
 }
 
 /*
@@ -448,7 +448,7 @@ struct mp_barrier {
 	size_t len;
 };
 
-_Static_assert(sizeof(struct mp_barrier) <= MP__HANDLE_SIZE, "handle size");
+_Static_assert(sizeof(struct mp_barrier) <= MP__HANDLE_MAX, "handle size");
 
 #define B_LOW(s) ((uint32_t)(s))
 #define B_GEN(s) (((uint32_t)(s) >> 1))
@@ -507,7 +507,7 @@ mp_barrier_new(mp_barrier **out, unsigned parties)
 	*out = b;
 	return 0;
 fail_free:
-	mp__handle_free(b);
+	mp__handle_free(b, sizeof(*b));
 	return rc;
 }
 
@@ -695,5 +695,5 @@ mp_barrier_free(mp_barrier *b)
 	b->magic = 0;
 	b->shm = NULL;
 	mp__region_unmap(sh, b->len);
-	mp__handle_free(b);
+	mp__handle_free(b, sizeof(*b));
 }

@@ -51,7 +51,7 @@ struct shared_bytes {
 struct mp_value {
 	struct shared_bytes b;
 };
-_Static_assert(sizeof(struct shared_bytes) <= MP__HANDLE_SIZE, "handle");
+_Static_assert(sizeof(struct shared_bytes) <= MP__HANDLE_MAX, "handle");
 
 struct mp_array {
 	struct shared_bytes b;
@@ -84,7 +84,7 @@ bytes_new(struct shared_bytes **out, uint32_t magic, size_t n,
 	*out = b;
 	return 0;
 fail_free:
-	mp__handle_free(b);
+	mp__handle_free(b, sizeof(*b));
 	return rc;
 }
 
@@ -107,7 +107,7 @@ bytes_free(struct shared_bytes *b)
 	mp__rlock_unembed(&b->lock);
 	b->base = NULL;
 	mp__region_unmap(base, b->len);
-	mp__handle_free(b);
+	mp__handle_free(b, sizeof(*b));
 }
 
 int
