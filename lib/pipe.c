@@ -158,6 +158,7 @@
 #include <ck_pr.h>
 
 #include "lib/futex.h"
+#include "lib/handle.h"
 #include "lib/region.h"
 
 #define PIPE_MAGIC 0x6d707069u	/* "mppi" */
@@ -220,7 +221,7 @@ struct mp_conn {
 	int64_t tx_spin;	/* and the sender's (no field is shared) */
 	int fdmode;		/* mp_conn_fd was called: arm bit 1 too */
 	int gone;		/* every holder of the other end is gone */
-} MP__ALIGNED;
+};
 
 /* Both ends of one pipe in this process, and the mapping they share. */
 struct pipe_local {
@@ -229,6 +230,8 @@ struct pipe_local {
 	size_t map_size;
 	int open;		/* ends not yet closed in this process */
 };
+_Static_assert(sizeof(struct pipe_local) <= MP__HANDLE_MAX,
+	       "both ends fit one pooled handle");
 
 static inline uint64_t
 align8(uint64_t x)
@@ -1041,7 +1044,7 @@ mp_pipe_new(mp_conn **c1, mp_conn **c2, bool duplex, size_t ring_size)
 	if (c1 == NULL || c2 == NULL || c1 == c2 || ring_size > RING_MAX)
 		return -EINVAL;
 	cap = ring_round(ring_size == 0 ? MP_PIPE_RING_DEFAULT : ring_size);
-	if ((pl = calloc(1, sizeof(*pl))) == NULL)
+	if ((pl = mp__handle_alloc(sizeof(*pl))) == NULL)
 		return -ENOMEM;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0,
 		       sv) < 0) {
@@ -1086,7 +1089,7 @@ fail_sock:
 	close(sv[0]);
 	close(sv[1]);
 fail_free:
-	free(pl);
+	mp__handle_free(pl, sizeof(*pl));
 	return rc;
 }
 
@@ -1120,6 +1123,6 @@ mp_conn_close(mp_conn *c)
 		mp__futex_wake(&c->rx->wwait, INT32_MAX);
 	if (ck_pr_faa_int(&pl->open, -1) == 1) {
 		mp__region_unmap(pl->shm, pl->map_size);
-		free(pl);
+		mp__handle_free(pl, sizeof(*pl));
 	}
 }

@@ -730,6 +730,11 @@ T_TEST(pipe, bad_arguments_are_negative_errnos)
 	/* The peer is gone in this process: w's sends see EPIPE. */
 	cr_assert_eq(mp_conn_recv_timeout(w, buf, 1, MP_NOWAIT), -EPIPE);
 	mp_conn_close(w);
+	/* Both closed: the pooled handle memory still says "closed". */
+	cr_assert_eq(mp_conn_send(w, "x", 1), -EINVAL);
+	cr_assert_eq(mp_conn_recv(r, buf, 1), -EINVAL);
+	cr_assert_eq(mp_conn_fd(w), -EINVAL);
+	mp_conn_close(w);
 }
 
 T_TEST(pipe, no_leak_after_10000_pipe_close_cycles)

@@ -99,8 +99,9 @@ MP_API int mp_conn_poll(mp_conn *c, int64_t timeout_ns);
 
 /*
  * Close this process's copy of the end and free its handle; other
- * holders keep theirs.  NULL is ignored.  Using the handle afterwards is
- * -EINVAL while this process still holds the pipe's other end.
+ * holders keep theirs, and a sleeper on the other end learns at once when
+ * this was the last.  NULL and a closed handle are ignored; any other call
+ * through a closed handle is -EINVAL (until a new handle reuses it).
  */
 MP_API void mp_conn_close(mp_conn *c);
 
