@@ -722,6 +722,9 @@ conn_recv(struct mp_conn *c, void *buf, size_t cap, void **out,
 		return -EINVAL;
 	if (MP__UNLIKELY((d = c->rx) == NULL))
 		return -EBADF;
+	/* One deadline for the whole call, however often it starts over. */
+	w = (struct waitc){ .c = c, .d = d, .kind = W_DATA, .need = HDR,
+			    .timeout = timeout, .bounded = true };
 again:
 	tail = ck_pr_load_64(&d->tail);
 	if (MP__UNLIKELY(diff(ck_pr_load_64(&d->msg_end), tail) > 0)) {
@@ -738,9 +741,7 @@ again:
 		ck_pr_fence_load();
 	}
 	if (MP__UNLIKELY(diff(c->rx_head, tail) < HDR)) {
-		w = (struct waitc){ .c = c, .d = d, .kind = W_DATA, .pos = tail,
-				    .need = HDR, .timeout = timeout,
-				    .bounded = true };
+		w.pos = tail;
 		if ((rc = wait_for(&w)) < 0)
 			return rc;
 		if (diff(c->rx_head, tail) < HDR) {
