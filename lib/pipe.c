@@ -78,7 +78,8 @@
  *
  * Sleeping (adaptive spin, yield, futex).  A waiter first spins for an
  * adaptive budget (doubled when a spin succeeds, halved when it fails,
- * 0.5-50 us), yields once, and sleeps:
+ * 0.5-50 us; 100 us right after it woke its peer, see spin()), yields
+ * once, and sleeps:
  *
  *   waiter:  OR bit into word (atomic);  fence;  re-check the condition;
  *            poll liveness;  futex_wait(word, value seen) for at most
