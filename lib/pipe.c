@@ -212,7 +212,7 @@ struct pipe_local;
 /* One end as this process holds it; lives in struct pipe_local. */
 struct mp_conn {
 	uint32_t magic;		/* CONN_MAGIC while open */
-	int fd;			/* this end's socket: liveness and mp_conn_fd */
+	int fd;			/* our socket: liveness, mp_conn_fd */
 	struct pipe_local *pl;
 	struct ring_ctl *rx, *tx; /* NULL: that direction is not ours */
 	uint8_t *rxdata, *txdata;
@@ -326,7 +326,7 @@ wake_rx(struct mp_conn *c, struct ring_ctl *d)
 		c->tx_spin = SPIN_BOOST;
 	}
 	if (old & W_ARMED) {
-		/* Readable at the peer socket; a full buffer is readable too. */
+		/* Readable at the peer's socket; a full one is, too. */
 		(void)send(c->fd, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 	}
 }
@@ -345,7 +345,7 @@ wake_tx(struct mp_conn *c, struct ring_ctl *d)
 static inline void
 publish(struct mp_conn *c, struct ring_ctl *d, uint64_t head)
 {
-	/* The message's bytes before head; pairs with the receiver's acquire. */
+	/* The bytes before head; pairs with the receiver's acquire. */
 	ck_pr_fence_store_atomic();
 	ck_pr_fas_64(&d->head, head);
 	/* head before rwait (invariant 3); pairs with the waiter's OR+fence. */
@@ -358,7 +358,7 @@ publish(struct mp_conn *c, struct ring_ctl *d, uint64_t head)
 static inline void
 release(struct mp_conn *c, struct ring_ctl *d, uint64_t tail)
 {
-	/* Our reads of the bytes before tail; pairs with the sender's acquire. */
+	/* Our reads before tail; pairs with the sender's acquire. */
 	ck_pr_fence_load_atomic();
 	ck_pr_fas_64(&d->tail, tail);
 	/* tail before wwait (invariant 3), as in publish(). */
@@ -382,12 +382,12 @@ struct waitc {
 	struct mp_conn *c;
 	struct ring_ctl *d;
 	int kind;
-	uint64_t pos;		/* W_DATA: read position; W_SPACE: write position */
+	uint64_t pos;		/* W_DATA: read position; W_SPACE: write */
 	uint64_t need;		/* bytes wanted beyond pos */
 	int64_t timeout;	/* the caller's relative timeout */
 	int64_t deadline;	/* computed at the first wait */
 	bool have_deadline;
-	bool bounded;		/* false: ignore the deadline (mid-message) */
+	bool bounded;		/* false: no deadline (mid-message) */
 };
 
 static bool
@@ -572,7 +572,8 @@ send_stream(struct mp_conn *c, struct waitc *w, uint64_t pos,
 		if (off - HDR < len) {
 			uint64_t stop = end - HDR < len ? end - HDR : len;
 			ring_put(c->txdata, c->mask, pos + off,
-				 msg + (off - HDR), (size_t)(stop - (off - HDR)));
+				 msg + (off - HDR),
+				 (size_t)(stop - (off - HDR)));
 		}
 		off = end;
 		publish(c, d, pos + off);
@@ -614,7 +615,8 @@ conn_send(struct mp_conn *c, const void *msg, size_t len, int64_t timeout)
 					 ck_pr_load_64(&d->abort_ack))) {
 			struct waitc w = { .c = c, .d = d, .kind = W_SPACE,
 					   .pos = pos, .need = total,
-					   .timeout = timeout, .bounded = true };
+					   .timeout = timeout,
+					   .bounded = true };
 			int rc = wait_for(&w);
 			if (rc < 0)
 				return rc;
@@ -702,7 +704,10 @@ recv_stream(struct mp_conn *c, uint64_t start, uint64_t end, uint64_t pos,
 				     : (uint64_t)diff(end, pos);
 		uint64_t off = pos - start; /* >= HDR */
 		if (dst != NULL && off - HDR < len) {
-			uint64_t stop = off + n - HDR < len ? off + n - HDR : len;
+			uint64_t stop = off + n - HDR;
+
+			if (stop > len)
+				stop = len;
 			ring_get(c->rxdata, c->mask, pos, dst + (off - HDR),
 				 (size_t)(stop - (off - HDR)));
 		}
@@ -914,13 +919,13 @@ wait_many(mp_conn *const conns[], size_t n, mp_conn *ready[],
 		if (deadline < until)
 			until = deadline;
 		if (n <= MP__WAITV_MAX) {
-			/* Announce on every word, then re-check: invariant 3. */
+			/* Announce on every word, then re-check (3). */
 			for (size_t i = 0; i < n; i++)
 				ck_pr_or_32(&conns[i]->rx->rwait, W_SLEEP);
 			ck_pr_fence_atomic_load();
 			if ((k = scan(conns, n, ready)) > 0)
 				return k;
-			/* After the bits, as in wait_for(): no close is missed. */
+			/* After the bits, as in wait_for(): see 4. */
 			if ((rc = check_gone(conns, n, p)) < 0)
 				return rc;
 			if ((k = scan(conns, n, ready)) > 0)
@@ -994,7 +999,7 @@ mp_wait(mp_conn *const conns[], size_t n, mp_conn *ready[],
 	if (n > MP__WAITV_MAX && (p = calloc(n, sizeof(*p))) == NULL)
 		return -ENOMEM;
 	if (timeout_ns != MP_NOWAIT) {
-		/* A short spin: a message in flight arrives faster than a wake. */
+		/* Spin: a message in flight beats a wake-up. */
 		ck_backoff_t bo = 4;
 		int64_t budget = conns[0]->rx_spin;
 		start = mp__now();

@@ -659,7 +659,7 @@ echo(void *arg)
 	char buf[256];
 	ssize_t n;
 
-	mp_conn_close(ends[0]);	/* else this process holds its own peer */
+	mp_conn_close(ends[0]);	/* else we hold our own peer */
 	while ((n = mp_conn_recv(c, buf, sizeof(buf))) >= 0)
 		T_CHECK(mp_conn_send(c, buf, (size_t)n) == 0);
 	T_CHECK(n == -EPIPE);

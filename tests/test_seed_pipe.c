@@ -83,10 +83,10 @@ T_TEST(seed_pipe, two_children_send_five_each_and_wait_sees_both_eofs)
 			if (got == -EPIPE) {
 				eofs++;
 				for (int k = 0; k < nreaders; k++) {
-					if (readers[k] == ready[j]) {
-						readers[k] = readers[--nreaders];
-						break;
-					}
+					if (readers[k] != ready[j])
+						continue;
+					readers[k] = readers[--nreaders];
+					break;
 				}
 				continue;
 			}
