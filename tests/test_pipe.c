@@ -4,6 +4,7 @@
  * wait over many connections, poll, timeouts, bad arguments, leaks.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -867,5 +868,37 @@ T_TEST(pipe, a_sender_killed_mid_message_is_withdrawn_by_the_next)
 	cr_assert_eq(mp_conn_send_timeout(w, "fresh", 5, MP_SEC(10)), 0);
 	t_wait_exit(rp, 0);
 	mp_conn_close(w);
+	mp_conn_close(r);
+}
+
+static int
+exec_cat(void *arg)
+{
+	int *fds = arg;
+
+	/* cat reads our pipe until the parent closes it. */
+	dup2(fds[0], STDIN_FILENO);
+	close(fds[0]);
+	close(fds[1]);
+	execl("/bin/cat", "cat", (char *)NULL);
+	return T_SKIP;
+}
+
+T_TEST(pipe, exec_drops_the_ends_so_eof_does_not_wait_for_it)
+{
+	mp_conn *r, *w;
+	int fds[2], v;
+	pid_t pid;
+
+	cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+	cr_assert_eq(mp_pipe(&r, &w, false), 0);
+	pid = t_spawn(exec_cat, fds);
+	close(fds[0]);
+	mp_conn_close(w);
+	/* cat lives on, but exec closed its copies of both ends. */
+	cr_assert_eq(mp_conn_recv_timeout(r, &v, sizeof(v), MP_SEC(10)),
+		     -EPIPE);
+	close(fds[1]);
+	cr_assert_eq(t_wait_status(pid, 10000), 0);
 	mp_conn_close(r);
 }
