@@ -282,6 +282,11 @@ stream(size_t size, int64_t dur, double *msgs_per_s)
 	int64_t t0 = mpb_now();
 	nap(dur);
 	uint64_t b1 = __atomic_load_n(&ctl->bytes, __ATOMIC_RELAXED);
+	/* A window too short to see the counter move (--quick) grows. */
+	for (int i = 0; b1 == b0 && i < 100; i++) {
+		nap(dur > MP_MSEC(10) ? dur : MP_MSEC(10));
+		b1 = __atomic_load_n(&ctl->bytes, __ATOMIC_RELAXED);
+	}
 	int64_t t1 = mpb_now();
 	*msgs_per_s = (double)(b1 - b0) / (double)size /
 		      ((double)(t1 - t0) / 1e9);
@@ -321,7 +326,8 @@ stream_rows(const struct mpb_opts *o, size_t size)
 				rc = 0;
 				continue;
 			}
-			if (rc == 0)
+			/* A rate of 0 is a window too short, not a speed. */
+			if (rc == 0 && v[i][n[i]] > 0)
 				n[i]++;
 		}
 		if (with_memcpy && rc == 0) {
