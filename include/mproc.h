@@ -5,5 +5,6 @@
 #include <mproc/common.h>
 #include <mproc/process.h>
 #include <mproc/shm.h>
+#include <mproc/pool.h>
 
 #endif /* MPROC_H */
