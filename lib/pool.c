@@ -536,9 +536,26 @@ take(struct chunk *c, const int64_t *rc, const char *pay, uint32_t k,
 static void
 take_failure(struct chunk *c, int err)
 {
+	struct job *j = c->job;
+	uint64_t idx = c->first + c->got;
 	int64_t rc = err;
 
-	take(c, &rc, NULL, 1, 0);
+	switch (j->kind) {
+	case J_MAP:
+		if (j->rsize > 0)
+			memset(j->results + idx * j->rsize, 0, j->rsize);
+		job_item_error(j, idx, err);
+		break;
+	case J_APPLY:
+		job_item_error(j, idx, err);
+		break;
+	case J_IMAP:
+		iter_put(j, idx, 1, &rc, NULL, 0);
+		break;
+	}
+	j->done++;
+	j->inflight--;
+	c->got++;
 }
 
 static void
