@@ -136,6 +136,7 @@
 #include "lib/futex.h"
 #include "lib/pool.h"
 #include "lib/region.h"
+#include "lib/task.h"
 
 #define POOL_MAGIC 0x706f6f6cu	/* "pool" */
 #define ASYNC_MAGIC 0x6173796eu	/* "asyn" */
@@ -164,7 +165,7 @@ struct job {
 	enum jkind kind;
 	uint16_t tkind;			/* MP__K_TASK or MP__K_STAR */
 	uint16_t ncols;
-	uint32_t col_sizes[MP_STARMAP_MAXCOLS];
+	uint32_t *col_sizes;		/* starmap: ncols sizes */
 	uint64_t fn;
 	const char *items;		/* n items of in_len bytes */
 	size_t in_len;
@@ -241,6 +242,7 @@ struct hslot {
 
 struct mp_pool {
 	uint32_t magic;
+	pid_t owner;		/* the only process that may use the pool */
 	struct mp__pool_shm *s;
 	size_t shm_size;
 	unsigned nw;
@@ -293,7 +295,7 @@ ask_spawner(struct mp_pool *p)
 static int
 wait_word(uint32_t *word, uint32_t val, uint32_t *waiters, int64_t deadline)
 {
-	ck_backoff_t bo = MP__BACKOFF_INIT;
+	ck_backoff_t bo = MP__BACKOFF_CEIL;	/* waiters yield early */
 	int64_t t0 = 0;
 
 	for (;;) {
@@ -387,6 +389,7 @@ list_del(struct mp_pool *p, struct job *j)
 static void
 job_free(struct job *j)
 {
+	free(j->col_sizes);
 	free(j->redo);
 	free(j->own);
 	free(j);
@@ -1184,6 +1187,7 @@ mp_pool_new(mp_pool **out, const mp_pool_attr *attr)
 	if (rc < 0)
 		goto fail_spawner;
 	p->magic = POOL_MAGIC;
+	p->owner = getpid();
 	*out = p;
 	return 0;
 fail_spawner:
@@ -1205,10 +1209,11 @@ fail_free:
 	return rc;
 }
 
+/* A pool of this process: a forked child has no handler thread to ask. */
 static bool
 pool_ok(const struct mp_pool *p)
 {
-	return p != NULL && p->magic == POOL_MAGIC;
+	return p != NULL && p->magic == POOL_MAGIC && p->owner == mp__pid();
 }
 
 static int
@@ -1495,7 +1500,8 @@ star_job(const struct mp_pool *p, mp_star_fn fn, size_t ncols,
 		return -ENOMEM;
 	j->tkind = MP__K_STAR;
 	j->ncols = (uint16_t)ncols;
-	if (n > 0 && (j->own = malloc(n * isz)) == NULL) {
+	if ((n > 0 && (j->own = malloc(n * isz)) == NULL) ||
+	    (j->col_sizes = malloc(ncols * sizeof(uint32_t))) == NULL) {
 		job_free(j);
 		return -ENOMEM;
 	}
@@ -1868,7 +1874,18 @@ mp_pool_join(mp_pool *p)
 void
 mp_pool_free(mp_pool *p)
 {
-	if (!pool_ok(p) || on_handler(p))
+	if (p == NULL || p->magic != POOL_MAGIC)
+		return;
+	if (p->owner != mp__pid()) {
+		/* A child's copy: release the copy only. */
+		close(p->spfd);
+		close(p->evfd);
+		mp__region_unmap(p->s, p->shm_size);
+		free(p->hs);
+		free(p);
+		return;
+	}
+	if (on_handler(p))
 		return;
 	if (!p->joined) {
 		mp_pool_terminate(p);

@@ -143,7 +143,7 @@ mp__pool_shm_size(unsigned nslots, size_t ring_bytes)
  * Returns false once the budget is spent.
  */
 #define MP__BACKOFF_INIT 16u
-#define MP__BACKOFF_CEIL 2048u
+#define MP__BACKOFF_CEIL 256u
 static inline bool
 mp__backoff(unsigned *bo)
 {
