@@ -238,6 +238,7 @@ struct hslot {
 	uint64_t quota;
 	enum hphase phase;
 	bool timed_out;
+	bool dirty;		/* messages written, head not yet published */
 };
 
 struct mp_pool {
@@ -875,9 +876,7 @@ push_chunk(struct mp_pool *p, unsigned i, bool *nowork)
 		memcpy((char *)m + fixed, j->items + first * j->in_len,
 		       count * j->in_len);
 	hs->tpos += bytes;
-	/* Release: the message's bytes before the head exposing them. */
-	ck_pr_fence_store();
-	ck_pr_store_64(&sl->task.head, hs->tpos);
+	hs->dirty = true;	/* published by dispatch, once a round */
 
 	if (j->nredo > 0 && j->redo[j->nredo - 1].first == first) {
 		struct range *r = &j->redo[j->nredo - 1];
@@ -910,11 +909,20 @@ dispatch(struct mp_pool *p)
 		for (unsigned i = 0; i < p->nw && !nowork; i++) {
 			if (!slot_can_take(p, &p->hs[i]))
 				continue;
-			if (push_chunk(p, i, &nowork)) {
+			if (push_chunk(p, i, &nowork))
 				progress = any = true;
-				mp__pool_wake_worker(p->s, i);
-			}
 		}
+	}
+	for (unsigned i = 0; i < p->nw; i++) {
+		struct hslot *hs = &p->hs[i];
+		if (!hs->dirty)
+			continue;
+		hs->dirty = false;
+		/* Release: the messages' bytes before the head exposing
+		 * them; then wake the worker if it sleeps. */
+		ck_pr_fence_store();
+		ck_pr_store_64(&p->s->slot[i].task.head, hs->tpos);
+		mp__pool_wake_worker(p->s, i);
 	}
 	return any;
 }
