@@ -186,6 +186,7 @@ struct job {
 	mp_errback eb;
 	void *user;
 	void *own;			/* items this job copied */
+	bool embedded;			/* lives in its mp_async's block */
 };
 
 struct mp_async {
@@ -198,7 +199,7 @@ struct mp_async {
 	const void *res;
 	size_t len;
 	pthread_t handler;
-	char buf[];		/* apply_async's result */
+	char *buf;		/* apply_async's result (same block) */
 };
 
 struct mp_iter {
@@ -393,7 +394,8 @@ job_free(struct job *j)
 	free(j->col_sizes);
 	free(j->redo);
 	free(j->own);
-	free(j);
+	if (!j->embedded)
+		free(j);
 }
 
 /* The iterator's job is over: results stop; cancel: what is left fails. */
@@ -441,9 +443,11 @@ job_finish(struct mp_pool *p, struct job *j, bool listed)
 		ck_pr_fence_store();
 		ck_pr_store_32(&a->state, 1);
 		wake_word(&a->state, &a->waiters, false);
-		async_unref(a);
 	}
+	/* An embedded job goes with its result's block: free it first. */
 	job_free(j);
+	if (a != NULL)
+		async_unref(a);
 }
 
 static bool
@@ -1293,15 +1297,28 @@ apply_submit(struct mp_pool *p, mp_task_fn fn, const void *arg,
 
 	if ((rc = fits(p, arg_len, out_cap, 0)) < 0)
 		return rc;
-	if ((a = async_new(p, out == NULL ? out_cap : 0)) == NULL)
+	/* One block for the result, the job, the argument and the result's
+	 * bytes: one allocation, freed by the user's mp_async_free in the
+	 * common case (not by the handler thread, whose frees would contend
+	 * for the submitter's malloc arena). */
+	size_t jo = MP__ROUND8(sizeof(*a)), ao = jo + MP__ROUND8(sizeof(*j));
+	size_t bo = ao + MP__ROUND8(arg_len);
+	char *blk = calloc(1, bo + (out == NULL ? out_cap : 0));
+	if (blk == NULL)
 		return -ENOMEM;
-	if ((j = job_new(J_APPLY, arg_len)) == NULL) {
-		free(a);
-		return -ENOMEM;
-	}
+	a = (struct mp_async *)blk;
+	a->magic = ASYNC_MAGIC;
+	a->refs = 2;
+	a->handler = p->handler;
+	a->buf = blk + bo;
+	j = (struct job *)(blk + jo);
+	j->kind = J_APPLY;
+	j->tkind = MP__K_TASK;
+	j->embedded = true;
+	cds_wfcq_node_init(&j->qnode);
 	if (arg_len > 0)
-		memcpy(j + 1, arg, arg_len);
-	j->items = (const char *)(j + 1);
+		memcpy(blk + ao, arg, arg_len);
+	j->items = blk + ao;
 	j->in_len = arg_len;
 	j->n = 1;
 	j->chunksize = 1;
@@ -1313,8 +1330,7 @@ apply_submit(struct mp_pool *p, mp_task_fn fn, const void *arg,
 	j->eb = eb;
 	j->user = user;
 	if ((rc = submit(p, j)) < 0) {
-		free(j);
-		free(a);
+		free(blk);
 		return rc;
 	}
 	*r = a;
