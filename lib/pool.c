@@ -611,9 +611,11 @@ read_results(struct mp_pool *p, unsigned i, bool dead)
 		}
 		struct chunk *c = &hs->fifo[hs->fh];
 		uint32_t k = b->count;
+		/* A count that does not fit the chunk is not a block of
+		 * this worker's (dead: stale bytes) or a broken invariant
+		 * (live): take nothing more from this ring. */
 		if (MP__UNLIKELY(k == 0 || k > c->count - c->got)) {
-			if (!dead)
-				break;	/* corrupt: treat it at the death */
+			MP__ASSERT(dead);
 			break;
 		}
 		const int64_t *rc = (const int64_t *)(b + 1);
@@ -731,9 +733,9 @@ slot_died(struct mp_pool *p, unsigned i)
 		if (j->it == NULL || !ck_pr_load_32(&j->it->abandoned)) {
 			if (redo_add(j, c->first + c->got, left) < 0) {
 				/* No memory to remember them: fail them. */
+				j->inflight += left;
 				while (c->got < c->count)
 					take_failure(c, -ENOMEM);
-				j->inflight += 0;
 			}
 		}
 		c->got = c->count;

@@ -348,6 +348,7 @@ worker_main(struct mp__pool_shm *s, unsigned idx)
 
 struct sp {
 	struct mp__pool_shm *s;
+	sigset_t mask;		/* the owner's, for the workers */
 	int ownerfd;
 	int *pidfd;		/* per slot, -1 when no live worker */
 	pid_t self;
@@ -370,7 +371,7 @@ sp_fork(struct sp *sp, unsigned i)
 			if (sp->pidfd[k] >= 0)
 				close(sp->pidfd[k]);
 		}
-		signal(SIGCHLD, SIG_DFL);
+		sigprocmask(SIG_SETMASK, &sp->mask, NULL);
 		worker_main(sp->s, i);
 	}
 	if (pid > 0)
@@ -440,7 +441,7 @@ mp__pool_spawner(struct mp__pool_shm *s)
 	sigfillset(&all);
 	sigdelset(&all, SIGKILL);
 	sigdelset(&all, SIGSTOP);
-	sigprocmask(SIG_SETMASK, &all, NULL);
+	sigprocmask(SIG_SETMASK, &all, &sp.mask);
 	if (getppid() != s->owner)
 		_exit(1);
 	sp.ownerfd = sys_pidfd_open(s->owner);
