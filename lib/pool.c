@@ -149,6 +149,7 @@
 #define WAITER_SPIN_NS MP_USEC(50)
 #define CHECK_NS MP_MSEC(100)
 #define INIT_DEATHS_MAX 16
+#define MSG_MAX (64u << 10)
 #define MSG_FIXED(ncols) (32 + MP__ROUND8((size_t)(ncols) * 4))
 
 enum jkind { J_APPLY, J_MAP, J_IMAP };
@@ -853,8 +854,14 @@ push_chunk(struct mp_pool *p, unsigned i, bool *nowork)
 		count = j->chunksize;
 	if (p->s->maxtasks != 0 && count > hs->quota)
 		count = hs->quota;
-	if (j->in_len > 0 && count > (p->R / 2 - fixed) / j->in_len)
-		count = (p->R / 2 - fixed) / j->in_len;
+	/* Messages of at most MSG_MAX (R/2 for a single large item): a
+	 * worker starts on its first while the handler still copies the
+	 * next, instead of waiting for half a ring to be written. */
+	size_t lim = p->R / 2 < MSG_MAX ? p->R / 2 : MSG_MAX;
+	if (fixed + MP__ROUND8(j->in_len) > lim)
+		lim = p->R / 2;
+	if (j->in_len > 0 && count > (lim - fixed) / j->in_len)
+		count = (lim - fixed) / j->in_len;
 	if (count > UINT32_MAX / 2)
 		count = UINT32_MAX / 2;
 	size_t bytes = fixed + MP__ROUND8(count * j->in_len);
@@ -883,6 +890,13 @@ push_chunk(struct mp_pool *p, unsigned i, bool *nowork)
 		       count * j->in_len);
 	hs->tpos += bytes;
 	hs->dirty = true;	/* published by dispatch, once a round */
+	if (bytes >= 4096) {
+		/* A large message: no batching, the worker starts now. */
+		hs->dirty = false;
+		ck_pr_fence_store();
+		ck_pr_store_64(&sl->task.head, hs->tpos);
+		mp__pool_wake_worker(p->s, i);
+	}
 
 	if (j->nredo > 0 && j->redo[j->nredo - 1].first == first) {
 		struct range *r = &j->redo[j->nredo - 1];

@@ -68,8 +68,8 @@
 /* A worker spins and yields this long before it sleeps. */
 #define WORKER_SPIN_NS MP_USEC(60)
 /* Items in one result block at most, and its bytes. */
-#define BLOCK_ITEMS 512
-#define BLOCK_BYTES 16384
+#define BLOCK_ITEMS 2048
+#define BLOCK_BYTES 32768
 
 void
 mp__pool_ring_bell(struct mp__pool_shm *s)
