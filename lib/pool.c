@@ -33,8 +33,16 @@
  *
  * Dispatch.  A worker gets another chunk while it holds fewer than two, or
  * fewer than 32 items in up to 16 (so short tasks pipeline); never more
- * items than its maxtasksperchild quota has left; a message is at most R/2
- * bytes, so a chunk too large for it is split.  imap jobs only dispatch
+ * items than its maxtasksperchild quota has left; a message is at most
+ * 64 KiB (R/2 when a single item needs more), so a chunk too large for it
+ * is split and the worker starts on the first piece while the handler
+ * copies the next.  Small messages written in one dispatch round share
+ * one publication of the task head; large ones are published at once.
+ * A worker publishes its result head after each block of a long chunk,
+ * and after a run of small messages when no more are queued (or every 32
+ * blocks): one cache-line transfer and one fence for many small tasks.
+ * Publication is about cost only; after a death the handler reads the
+ * unpublished blocks too (invariant 6).  imap jobs only dispatch
  * items below the window base (the lowest index the caller has not taken)
  * plus W = max(64, 4 * workers * chunksize): undelivered results are
  * bounded by W, and dispatch waits for mp_iter_next to ring the doorbell.

@@ -21,10 +21,11 @@
  * A worker arms PR_SET_PDEATHSIG(SIGKILL) and then checks that its parent
  * is still the spawner (which died otherwise before the prctl): the
  * spawner is single-threaded, so the signal fires exactly when it dies.
- * It runs the initializer, sets ready, and loops: take the next task
- * message from its task ring, run its items writing each result straight
- * into a block reserved in its result ring, publish each block, release
- * the message.  A block's return codes are pre-filled NOTSTARTED and an
+ * It restores the owner's signal mask, runs the initializer, sets ready,
+ * and loops: take the next task message from its task ring, run its items
+ * writing each result straight into a block (up to 2048 items, 32 KiB)
+ * reserved in its result ring, release the message, publish (lib/pool.c,
+ * "Dispatch", says when).  A block's return codes are pre-filled NOTSTARTED and an
  * item's is set RUNNING before it runs: after a death the handler reads
  * them, published or not, to know which items ended, which one was
  * running, and which never started (lib/pool.c, invariant 6).
