@@ -60,6 +60,8 @@ struct mp__pool_shm {
 	int32_t owner;		/* the pool owner's pid */
 	uint32_t maxtasks;
 	int64_t timeout_ns;
+	/* Pointers, against the rule for shared structs: only forks of the
+	 * owner (the spawner, the workers) read them, at the same address. */
 	void (*initializer)(void *);
 	void *initarg;
 	/* The handler's doorbell: bumped (and woken when hsleep) by anyone
