@@ -1732,7 +1732,6 @@ mp_iter_next(mp_iter *it, void *result, size_t *index, int64_t timeout_ns)
 	int rc;
 
 	if (it == NULL || it->magic != ITER_MAGIC ||
-	    (result == NULL && it->rsize > 0) ||
 	    mp__deadline(timeout_ns, &deadline) < 0)
 		return -EINVAL;
 	for (;;) {

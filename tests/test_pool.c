@@ -22,7 +22,7 @@ T_SUITE(pool);
 /* Words shared with the workers (allocated before each pool). */
 struct shared {
 	_Atomic long runs;		/* items run, all tasks */
-	_Atomic long hits[1024];	/* runs of item i (small maps) */
+	_Atomic long hits[8192];	/* runs of item i (small maps) */
 	_Atomic int release;		/* blocking tasks return when set */
 	_Atomic int blocked_pid;	/* a blocking task's worker */
 	_Atomic int started;		/* blocking tasks started */
@@ -66,7 +66,7 @@ count_and_fail(const void *in, size_t len, void *out, size_t cap)
 	(void)len;
 	memcpy(&v, in, sizeof(v));
 	atomic_fetch_add(&sh->runs, 1);
-	if (v < 1024)
+	if (v < 8192)
 		atomic_fetch_add(&sh->hits[v], 1);
 	if (v == 300)
 		return -EDOM;
@@ -82,10 +82,23 @@ kill_on_one(const void *in, size_t len, void *out, size_t cap)
 	long v;
 
 	memcpy(&v, in, sizeof(v));
-	if (v < 1024)
+	if (v < 8192)
 		atomic_fetch_add(&sh->hits[v], 1);
 	if (v == 1)
 		kill(getpid(), SIGKILL);
+	return square(in, len, out, cap);
+}
+
+/* Every 500th item crashes its worker (SIGSEGV). */
+static ssize_t
+crash_every_500(const void *in, size_t len, void *out, size_t cap)
+{
+	long v;
+
+	memcpy(&v, in, sizeof(v));
+	atomic_fetch_add(&sh->hits[v], 1);
+	if (v % 500 == 499)
+		raise(SIGSEGV);
 	return square(in, len, out, cap);
 }
 
@@ -491,6 +504,53 @@ T_TEST(pool, a_worker_killing_itself_fails_exactly_its_task)
 	shared_fini();
 }
 
+T_TEST(pool, many_crashing_workers_fail_only_their_own_items)
+{
+	enum { N = 5000 };
+	long *in = malloc(N * sizeof(long)), *out = malloc(N * sizeof(long));
+	mp_iter *it;
+	mp_pool *p;
+
+	shared_init();
+	for (long i = 0; i < N; i++)
+		in[i] = i;
+	cr_assert_eq(mp_pool_new(&p, &(mp_pool_attr){ .processes = 3 }), 0);
+	cr_assert_eq(mp_pool_map(p, crash_every_500, in, N, sizeof(long),
+				 out, sizeof(long), 100), MP_EWORKER);
+	for (long i = 0; i < N; i++) {
+		cr_assert_eq(atomic_load(&sh->hits[i]), 1, "item %ld", i);
+		if (i % 500 != 499)
+			cr_assert_eq(out[i], i * i + 1, "item %ld", i);
+		else
+			cr_assert_eq(out[i], 0, "item %ld", i);
+		atomic_store(&sh->hits[i], 0);
+	}
+	/* imap_unordered: the same items fail, each reported once. */
+	cr_assert_eq(mp_pool_imap_unordered(p, crash_every_500, in, N,
+					    sizeof(long), sizeof(long), 7,
+					    &it), 0);
+	int failed = 0;
+	for (long i = 0; i < N; i++) {
+		size_t idx;
+		long v;
+		int rc = mp_iter_next(it, &v, &idx, MP_SEC(30));
+		if (idx % 500 == 499) {
+			cr_assert_eq(rc, MP_EWORKER, "item %zu", idx);
+			failed++;
+		} else {
+			cr_assert_eq(rc, 0, "item %zu: %d", idx, rc);
+			cr_assert_eq(v, (long)(idx * idx + 1));
+		}
+	}
+	cr_assert_eq(failed, N / 500);
+	cr_assert_eq(mp_iter_next(it, NULL, NULL, MP_NOWAIT), -ENOENT);
+	mp_iter_free(it);
+	mp_pool_free(p);
+	free(in);
+	free(out);
+	shared_fini();
+}
+
 T_TEST(pool, a_worker_sigkilled_by_another_process_fails_one_task)
 {
 	enum { N = 1000 };
@@ -506,7 +566,12 @@ T_TEST(pool, a_worker_sigkilled_by_another_process_fails_one_task)
 	wait_started(1);
 	pid_t victim = atomic_load(&sh->blocked_pid);
 	pid_t pids[2];
-	int nw = mp_pool_workers(p, pids, 2);
+	int nw = 0;
+	/* The second worker may still be forking. */
+	for (int64_t t0 = t_now(); t_now() - t0 < MP_SEC(10); usleep(1000)) {
+		if ((nw = mp_pool_workers(p, pids, 2)) == 2)
+			break;
+	}
 	cr_assert_eq(nw, 2);
 	cr_assert(pids[0] == victim || pids[1] == victim);
 	cr_assert_eq(kill(victim, SIGKILL), 0);
