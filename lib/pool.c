@@ -265,6 +265,8 @@ struct mp_pool {
 	pthread_mutex_t jmu;	/* join */
 	bool closed, terminated, joined;
 	uint32_t term_req, term_ack, join_req, broken;
+	uint32_t abandons;	/* bumped by mp_iter_free */
+	uint32_t abandons_seen;	/* the handler's copy */
 	struct __cds_wfcq_head qh;
 	struct cds_wfcq_tail qt;
 	/* The handler's own. */
@@ -1015,6 +1017,16 @@ handler_round(struct mp_pool *p)
 	if (p->term_done)
 		return false;
 	any |= take_submissions(p);
+	uint32_t ab = ck_pr_load_32(&p->abandons);
+	if (ab != p->abandons_seen) {
+		p->abandons_seen = ab;
+		for (struct job *j = p->jobs, *nx; j != NULL; j = nx) {
+			nx = j->lnext;
+			if (j->it != NULL && job_over(j))
+				job_finish(p, j, true);
+		}
+		any = true;
+	}
 	for (unsigned i = 0; i < p->nw; i++) {
 		struct hslot *hs = &p->hs[i];
 		struct mp__slot *sl = &p->s->slot[i];
@@ -1759,8 +1771,12 @@ mp_iter_free(mp_iter *it)
 		return;
 	pthread_mutex_lock(&it->mu);
 	ck_pr_store_32(&it->abandoned, 1);
-	if (it->pool != NULL)
+	if (it->pool != NULL) {
+		/* The handler ends the job once nothing of it is in flight;
+		 * if nothing is now, only this tells it to look. */
+		ck_pr_inc_32(&it->pool->abandons);
 		force_bell(it->pool);
+	}
 	pthread_mutex_unlock(&it->mu);
 	iter_unref(it);
 }
