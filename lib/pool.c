@@ -32,7 +32,7 @@
  * their payloads, which the task wrote in place (no copy in the worker).
  *
  * Dispatch.  A worker gets another chunk while it holds fewer than two, or
- * fewer than 32 items in up to 16 (so short tasks pipeline); never more
+ * fewer than 128 items in up to 64 (so short tasks pipeline); never more
  * items than its maxtasksperchild quota has left; a message is at most
  * 64 KiB (R/2 when a single item needs more), so a chunk too large for it
  * is split and the worker starts on the first piece while the handler
@@ -152,7 +152,7 @@
 #define RING_DEFAULT (1u << 20)
 #define RING_MIN 4096u
 #define RING_MAX (1u << 30)
-#define FIFO_MAX 16
+#define FIFO_MAX 64
 #define HANDLER_SPIN_NS MP_USEC(100)
 #define WAITER_SPIN_NS MP_USEC(50)
 #define CHECK_NS MP_MSEC(100)
@@ -808,7 +808,7 @@ slot_can_take(const struct mp_pool *p, const struct hslot *hs)
 {
 	if (hs->phase != H_READY || hs->fn >= FIFO_MAX)
 		return false;
-	if (hs->fn >= 2 && hs->items >= 32)
+	if (hs->fn >= 2 && hs->items >= 128)
 		return false;
 	return p->s->maxtasks == 0 || hs->quota > 0;
 }
