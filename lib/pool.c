@@ -32,7 +32,9 @@
  * their payloads, which the task wrote in place (no copy in the worker).
  *
  * Dispatch.  A worker gets another chunk while it holds fewer than two, or
- * fewer than 128 items in up to 64 (so short tasks pipeline); never more
+ * fewer than 128 items in up to 64 if it returned results in the last
+ * 100 us (so short tasks pipeline, and a long one holds few others back
+ * in its ring while another worker idles); never more
  * items than its maxtasksperchild quota has left; a message is at most
  * 64 KiB (R/2 when a single item needs more), so a chunk too large for it
  * is split and the worker starts on the first piece while the handler
@@ -157,6 +159,7 @@
 #define WAITER_SPIN_NS MP_USEC(50)
 #define CHECK_NS MP_MSEC(100)
 #define INIT_DEATHS_MAX 16
+#define DEEP_NS MP_USEC(100)
 #define MSG_MAX (64u << 10)
 #define MSG_FIXED(ncols) (32 + MP__ROUND8((size_t)(ncols) * 4))
 
@@ -249,6 +252,7 @@ struct hslot {
 	enum hphase phase;
 	bool timed_out;
 	bool dirty;		/* messages written, head not yet published */
+	int64_t last_rx;	/* when results last came (p->now) */
 };
 
 struct mp_pool {
@@ -274,6 +278,7 @@ struct mp_pool {
 	struct hslot *hs;
 	unsigned init_deaths;
 	bool stop_sent, term_done;
+	int64_t now;		/* read once a handler round */
 };
 
 /* ------------------------------------------------------------------ */
@@ -657,6 +662,7 @@ read_results(struct mp_pool *p, unsigned i, bool dead)
 			fifo_pop(p, hs);
 	}
 	if (any && !dead) {
+		hs->last_rx = p->now;
 		/* Release: we are done reading the blocks before the room
 		 * is the worker's again. */
 		ck_pr_fence_memory();
@@ -808,7 +814,11 @@ slot_can_take(const struct mp_pool *p, const struct hslot *hs)
 {
 	if (hs->phase != H_READY || hs->fn >= FIFO_MAX)
 		return false;
-	if (hs->fn >= 2 && hs->items >= 128)
+	/* Past two chunks, only a worker that is turning results round
+	 * fast gets more: a long task must not hold many others hostage
+	 * in its ring while another worker idles. */
+	if (hs->fn >= 2 &&
+	    (hs->items >= 128 || p->now - hs->last_rx > DEEP_NS))
 		return false;
 	return p->s->maxtasks == 0 || hs->quota > 0;
 }
@@ -1016,6 +1026,7 @@ handler_round(struct mp_pool *p)
 	}
 	if (p->term_done)
 		return false;
+	p->now = mp__now();
 	any |= take_submissions(p);
 	uint32_t ab = ck_pr_load_32(&p->abandons);
 	if (ab != p->abandons_seen) {
