@@ -179,7 +179,8 @@ MP_API int mp_pool_close(mp_pool *p);
 
 /*
  * Stop now: kill every worker; pending results fail with -ECANCELED
- * (their error callbacks run).  Returns 0, -EINVAL.
+ * (their error callbacks run) before it returns; from a callback, once the
+ * callback returns.  Returns 0, -EINVAL.
  */
 MP_API int mp_pool_terminate(mp_pool *p);
 
@@ -192,7 +193,8 @@ MP_API int mp_pool_join(mp_pool *p);
 
 /*
  * Release the pool, terminating it first if it was not joined.  Leaves no
- * process, zombie, fd or mapping.  Results stay valid.
+ * process, zombie, fd or mapping.  Results stay valid.  Not from a callback
+ * (it does nothing there); in a forked child it releases the child's copy.
  */
 MP_API void mp_pool_free(mp_pool *p);
 
