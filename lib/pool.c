@@ -186,7 +186,7 @@ struct job {
 	size_t rsize;
 	size_t chunksize;
 	uint64_t next;			/* first item never dispatched */
-	struct range *redo;		/* items given back by dead workers */
+	struct range *redo;		/* items dead workers gave back */
 	size_t nredo, credo;
 	uint64_t done, inflight;
 	uint64_t err_index;
@@ -198,12 +198,12 @@ struct job {
 	mp_errback eb;
 	void *user;
 	void *own;			/* items this job copied */
-	bool embedded;			/* lives in its mp_async's block */
+	bool embedded;			/* in its mp_async's block */
 };
 
 struct mp_async {
 	uint32_t magic;
-	uint32_t state;		/* futex: 1 once ready (callback returned) */
+	uint32_t state;		/* futex: 1 when ready, after callback */
 	uint32_t waiters;
 	uint32_t filled;	/* outcome written (before the callback) */
 	uint32_t refs;		/* the user's and the job's */
@@ -216,7 +216,7 @@ struct mp_async {
 
 struct mp_iter {
 	uint32_t magic;
-	uint32_t seq;		/* futex: bumped on each result and at the end */
+	uint32_t seq;		/* futex: bumped per result and at end */
 	uint32_t waiters;
 	uint32_t abandoned;	/* the user freed it */
 	uint32_t refs;
@@ -251,7 +251,7 @@ struct hslot {
 	uint64_t quota;
 	enum hphase phase;
 	bool timed_out;
-	bool dirty;		/* messages written, head not yet published */
+	bool dirty;		/* messages written, head not published */
 	int64_t last_rx;	/* when results last came (p->now) */
 };
 
@@ -1562,7 +1562,8 @@ star_job(const struct mp_pool *p, mp_star_fn fn, size_t ncols,
 			return -EINVAL;
 		isz += col_sizes[c];
 	}
-	if (n > 0 && (n > SIZE_MAX / isz || (rsize > 0 && n > SIZE_MAX / rsize)))
+	if (n > 0 && (n > SIZE_MAX / isz ||
+		      (rsize > 0 && n > SIZE_MAX / rsize)))
 		return -EINVAL;
 	if ((rc = fits(p, isz, rsize, (unsigned)ncols)) < 0)
 		return rc;

@@ -82,7 +82,7 @@ struct mp__pool_shm {
  * padded to 8.
  */
 struct mp__tmsg {
-	uint32_t size;		/* whole message, a multiple of 8, or SKIP */
+	uint32_t size;		/* whole message, 8-aligned, or SKIP */
 	uint16_t kind;		/* MP__K_TASK or MP__K_STAR */
 	uint16_t ncols;
 	uint32_t count;

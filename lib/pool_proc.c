@@ -25,10 +25,10 @@
  * and loops: take the next task message from its task ring, run its items
  * writing each result straight into a block (up to 2048 items, 32 KiB)
  * reserved in its result ring, release the message, publish (lib/pool.c,
- * "Dispatch", says when).  A block's return codes are pre-filled NOTSTARTED and an
- * item's is set RUNNING before it runs: after a death the handler reads
- * them, published or not, to know which items ended, which one was
- * running, and which never started (lib/pool.c, invariant 6).
+ * "Dispatch", says when).  A block's return codes are pre-filled
+ * NOTSTARTED and an item's is set RUNNING before it runs: after a death
+ * the handler reads them, published or not, to know which items ended,
+ * which one was running, and which never started (lib/pool.c, 6).
  *
  * Sleeping.  A worker with nothing to do (or no room for results) spins
  * briefly, yields, then sets wsleep, fences, reads wseq, re-checks and
@@ -118,7 +118,7 @@ struct wk {
 	uint64_t rpos;		/* result ring: producer position */
 	uint64_t rtail;		/* cached res.tail */
 	uint64_t done;		/* items finished */
-	uint64_t need;		/* result ring bytes wk_reserve waits for */
+	uint64_t need;		/* bytes wk_reserve waits for */
 	unsigned unpub;		/* blocks written, not yet published */
 };
 

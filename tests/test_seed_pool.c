@@ -9,7 +9,8 @@
  *     for item in result: print(item.get())          # 10, 20
  *
  *     result = pool.map_async(f, (a0, a1,)).get()      # [a0, a1]
- *     result = pool.starmap_async(f, ((a0, b0), (a1, b1),)).get()  # f(a, b) = a
+ *     # def f(a, b): return a
+ *     result = pool.starmap_async(f, ((a0, b0), (a1, b1),)).get()
  *
  * Each runs with stdout captured and checks what it printed.
  */

@@ -37,9 +37,9 @@ typedef struct mp_pool_attr {
 	int processes;		/* workers; 0: mp_cpu_count() */
 	void (*initializer)(void *); /* run once in each worker; NULL: none */
 	void *initarg;		/* its argument */
-	unsigned maxtasksperchild; /* items a worker runs, then is replaced; 0: no limit */
-	int64_t task_timeout_ns; /* a longer item fails with -ETIMEDOUT; 0: none */
-	size_t ring_bytes;	/* each worker's task and result ring; 0: 1 MiB */
+	unsigned maxtasksperchild; /* items before replacement; 0: no limit */
+	int64_t task_timeout_ns; /* longer items: -ETIMEDOUT; 0: none */
+	size_t ring_bytes;	/* each worker ring's bytes; 0: 1 MiB */
 } mp_pool_attr;
 
 /* Called on the pool's handler thread when a result succeeds. */
