@@ -49,6 +49,15 @@
  * plus W = max(64, 4 * workers * chunksize): undelivered results are
  * bounded by W, and dispatch waits for mp_iter_next to ring the doorbell.
  *
+ * Stealing.  A worker that shows no progress (no result, no fresh start)
+ * for 100 us runs a long task: it gets nothing more, and while another
+ * worker idles with nothing left to give it, the handler takes back the
+ * last chunk queued behind the long task: a CAS NEW -> STOLEN on the
+ * message's state word, against the worker's own NEW -> TAKEN before it
+ * runs a message.  The winner owns the items; the worker skips a stolen
+ * message.  So a task waits behind another only when no worker is free,
+ * as with Python's shared task queue.
+ *
  * Invariants.
  *  1. Only the handler thread reads or writes job, chunk and slot-FIFO
  *     state; user threads touch jobs only before they are enqueued, and
@@ -161,7 +170,8 @@
 #define INIT_DEATHS_MAX 16
 #define DEEP_NS MP_USEC(100)
 #define MSG_MAX (64u << 10)
-#define MSG_FIXED(ncols) (32 + MP__ROUND8((size_t)(ncols) * 4))
+#define MSG_FIXED(ncols) \
+	(sizeof(struct mp__tmsg) + MP__ROUND8((size_t)(ncols) * 4))
 
 enum jkind { J_APPLY, J_MAP, J_IMAP };
 enum hphase { H_OFF, H_SPAWNING, H_READY };
@@ -240,6 +250,7 @@ struct chunk {
 	struct job *job;
 	uint64_t first;
 	uint32_t count, got;
+	uint64_t mpos;		/* its message's task ring position */
 };
 
 struct hslot {
@@ -252,7 +263,7 @@ struct hslot {
 	enum hphase phase;
 	bool timed_out;
 	bool dirty;		/* messages written, head not published */
-	int64_t last_rx;	/* when results last came (p->now) */
+	int64_t last_rx;	/* last progress: results, or work after idle */
 };
 
 struct mp_pool {
@@ -673,7 +684,7 @@ read_results(struct mp_pool *p, unsigned i, bool dead)
 }
 
 static int
-redo_add(struct job *j, uint64_t first, uint64_t count)
+redo_reserve(struct job *j)
 {
 	if (j->nredo == j->credo) {
 		size_t nc = j->credo ? 2 * j->credo : 4;
@@ -683,6 +694,14 @@ redo_add(struct job *j, uint64_t first, uint64_t count)
 		j->redo = r;
 		j->credo = nc;
 	}
+	return 0;
+}
+
+static int
+redo_add(struct job *j, uint64_t first, uint64_t count)
+{
+	if (redo_reserve(j) < 0)
+		return -ENOMEM;
 	j->redo[j->nredo++] = (struct range){ first, count };
 	return 0;
 }
@@ -814,11 +833,12 @@ slot_can_take(const struct mp_pool *p, const struct hslot *hs)
 {
 	if (hs->phase != H_READY || hs->fn >= FIFO_MAX)
 		return false;
-	/* Past two chunks, only a worker that is turning results round
-	 * fast gets more: a long task must not hold many others hostage
-	 * in its ring while another worker idles. */
-	if (hs->fn >= 2 &&
-	    (hs->items >= 128 || p->now - hs->last_rx > DEEP_NS))
+	/* A worker that shows no progress for DEEP_NS runs a long task:
+	 * it gets nothing more (what it holds may be stolen, see steal);
+	 * past two chunks, only one turning results round fast gets more. */
+	if (hs->fn >= 1 && p->now - hs->last_rx > DEEP_NS)
+		return false;
+	if (hs->fn >= 2 && hs->items >= 128)
 		return false;
 	return p->s->maxtasks == 0 || hs->quota > 0;
 }
@@ -896,7 +916,9 @@ push_chunk(struct mp_pool *p, unsigned i, bool *nowork)
 		off = 0;
 	}
 	struct mp__tmsg *m = (struct mp__tmsg *)(data + off);
+	uint64_t mpos = hs->tpos;
 	m->size = (uint32_t)bytes;
+	m->state = MP__TM_NEW;
 	m->kind = j->tkind;
 	m->ncols = j->tkind == MP__K_STAR ? j->ncols : 0;
 	m->count = (uint32_t)count;
@@ -929,12 +951,54 @@ push_chunk(struct mp_pool *p, unsigned i, bool *nowork)
 	}
 	j->inflight += count;
 	unsigned t = (hs->fh + hs->fn) % FIFO_MAX;
-	hs->fifo[t] = (struct chunk){ j, first, (uint32_t)count, 0 };
+	hs->fifo[t] = (struct chunk){ j, first, (uint32_t)count, 0, mpos };
+	if (hs->fn == 0)
+		hs->last_rx = p->now;	/* idle until now: not slow */
 	hs->fn++;
 	hs->items += count;
 	if (p->s->maxtasks != 0)
 		hs->quota -= count;
 	return true;
+}
+
+/*
+ * Take back the last chunk of a worker that is stuck on a long task, for
+ * an idle one: a CAS on its message's state against the worker's own (it
+ * skips a stolen message; a taken one is its to run).  Only the last
+ * chunk of a FIFO of two or more is taken, never the one that may run.
+ */
+static bool
+steal(struct mp_pool *p)
+{
+	for (unsigned i = 0; i < p->nw; i++) {
+		struct hslot *hs = &p->hs[i];
+		if (hs->phase != H_READY || hs->fn < 2 ||
+		    p->now - hs->last_rx <= DEEP_NS)
+			continue;
+		unsigned t = (hs->fh + hs->fn - 1) % FIFO_MAX;
+		struct chunk *c = &hs->fifo[t];
+		struct job *j = c->job;
+		bool keep = j->it == NULL || !ck_pr_load_32(&j->it->abandoned);
+		/* Room to remember the items first: a won CAS is final. */
+		if (keep && redo_reserve(j) < 0)
+			continue;
+		char *data = mp__pool_task_data(p->s, i);
+		struct mp__tmsg *m =
+			(struct mp__tmsg *)(data + (c->mpos & (p->R - 1)));
+		if (!ck_pr_cas_32(&m->state, MP__TM_NEW, MP__TM_STOLEN))
+			continue;
+		if (keep)
+			redo_add(j, c->first, c->count);
+		j->inflight -= c->count;
+		hs->items -= c->count;
+		if (p->s->maxtasks != 0)
+			hs->quota += c->count;
+		hs->fn--;
+		if (job_over(j))
+			job_finish(p, j, true);
+		return true;
+	}
+	return false;
 }
 
 static bool
@@ -944,14 +1008,25 @@ dispatch(struct mp_pool *p)
 
 	if (p->jobs == NULL || ck_pr_load_32(&p->broken))
 		return false;
-	while (progress && !nowork) {
-		progress = false;
-		for (unsigned i = 0; i < p->nw && !nowork; i++) {
-			if (!slot_can_take(p, &p->hs[i]))
-				continue;
-			if (push_chunk(p, i, &nowork))
-				progress = any = true;
+	for (;;) {
+		while (progress && !nowork) {
+			progress = false;
+			for (unsigned i = 0; i < p->nw && !nowork; i++) {
+				if (!slot_can_take(p, &p->hs[i]))
+					continue;
+				if (push_chunk(p, i, &nowork))
+					progress = any = true;
+			}
 		}
+		/* No work left to give, and a worker idles: take work back
+		 * from one stuck on a long task. */
+		bool idle = false;
+		for (unsigned i = 0; i < p->nw; i++)
+			idle |= p->hs[i].phase == H_READY && p->hs[i].fn == 0;
+		if (!nowork || !idle || !steal(p))
+			break;
+		progress = true;
+		nowork = false;
 	}
 	for (unsigned i = 0; i < p->nw; i++) {
 		struct hslot *hs = &p->hs[i];

@@ -83,13 +83,16 @@ struct mp__pool_shm {
  */
 struct mp__tmsg {
 	uint32_t size;		/* whole message, 8-aligned, or SKIP */
+	uint32_t state;		/* MP__TM_NEW, then TAKEN or STOLEN (CAS) */
 	uint16_t kind;		/* MP__K_TASK or MP__K_STAR */
 	uint16_t ncols;
 	uint32_t count;
 	uint32_t in_len;
+	uint32_t pad;
 	uint64_t out_cap;
 	uint64_t fn;
 };
+enum { MP__TM_NEW, MP__TM_TAKEN, MP__TM_STOLEN };
 #define MP__TM_SKIP 0xffffffffu	/* the rest of the ring up to the wrap */
 enum { MP__K_TASK = 1, MP__K_STAR = 2 };
 
@@ -107,7 +110,7 @@ struct mp__rblk {
 #define MP__RC_NOTSTARTED INT64_MIN
 #define MP__RC_RUNNING (INT64_MIN + 1)
 
-_Static_assert(sizeof(struct mp__tmsg) == 32, "task header");
+_Static_assert(sizeof(struct mp__tmsg) == 40, "task header");
 _Static_assert(sizeof(struct mp__rblk) == 16, "result header");
 _Static_assert(sizeof(struct mp__slot) % MP__CACHELINE == 0, "slot");
 

@@ -334,6 +334,17 @@ worker_main(struct mp__pool_shm *s, unsigned idx)
 			ck_pr_store_64(&w.sl->task.tail, w.tpos);
 			continue;
 		}
+		/* The handler may have taken the message back for an idle
+		 * worker; whoever wins this CAS owns its items. */
+		if (!ck_pr_cas_32((uint32_t *)&m->state, MP__TM_NEW,
+				  MP__TM_TAKEN)) {
+			w.tpos += m->size;
+			ck_pr_store_64(&w.sl->task.tail, w.tpos);
+			if (w.unpub > 0 &&
+			    ck_pr_load_64(&w.sl->task.head) == w.tpos)
+				wk_publish(&w);
+			continue;
+		}
 		wk_run(&w, m);
 		if (s->maxtasks != 0 && w.done >= s->maxtasks)
 			break;

@@ -689,6 +689,45 @@ T_TEST(pool, terminate_fails_pending_work_with_ecanceled)
 	shared_fini();
 }
 
+T_TEST(pool, a_long_task_holds_back_no_other_task)
+{
+	enum { N = 200 };
+	mp_async *slow, *r[N];
+	mp_pool *p;
+	int v = 0;
+
+	shared_init();
+	cr_assert_eq(mp_pool_new(&p, &(mp_pool_attr){ .processes = 2 }), 0);
+	cr_assert_eq(mp_pool_apply_async(p, block, &v, sizeof(v), sizeof(v),
+					 NULL, NULL, NULL, &slow), 0);
+	for (long i = 0; i < N; i++)
+		cr_assert_eq(mp_pool_apply_async(p, square, &i, sizeof(i),
+						 sizeof(i), NULL, NULL, NULL,
+						 &r[i]), 0);
+	/* Whatever was queued behind the blocked task is taken back and
+	 * run by the other worker. */
+	for (long i = 0; i < N; i++) {
+		cr_assert_eq(mp_async_get(r[i], MP_SEC(20)), 0, "task %ld", i);
+		cr_assert_eq(*(const long *)mp_async_result(r[i], NULL),
+			     i * i + 1);
+		mp_async_free(r[i]);
+	}
+	cr_assert_eq(mp_async_ready(slow), false);
+	atomic_store(&sh->release, 1);
+	cr_assert_eq(mp_async_get(slow, MP_SEC(20)), 0);
+	mp_async_free(slow);
+	/* A map still spreads over both workers after that. */
+	long in[1000], out[1000];
+	for (long i = 0; i < 1000; i++)
+		in[i] = i;
+	cr_assert_eq(mp_pool_map(p, square, in, 1000, sizeof(long), out,
+				 sizeof(long), 10), 0);
+	for (long i = 0; i < 1000; i++)
+		cr_assert_eq(out[i], i * i + 1);
+	mp_pool_free(p);
+	shared_fini();
+}
+
 T_TEST(pool, get_and_wait_time_out_while_the_task_runs)
 {
 	mp_pool *p;
