@@ -209,6 +209,7 @@ struct job {
 	void *user;
 	void *own;			/* items this job copied */
 	bool embedded;			/* in its mp_async's block */
+	bool busy;			/* on the busy list */
 };
 
 struct mp_async {
@@ -244,6 +245,11 @@ struct mp_iter {
 	uint64_t low;		/* window base: lowest index not taken */
 	uint64_t given;
 	int final_err;
+};
+
+/* A doubly linked list of jobs (the handler's). */
+struct jlist {
+	struct job *head, *tail;
 };
 
 struct chunk {
@@ -285,7 +291,8 @@ struct mp_pool {
 	struct __cds_wfcq_head qh;
 	struct cds_wfcq_tail qt;
 	/* The handler's own. */
-	struct job *jobs, *jobs_tail;
+	struct jlist pend;	/* jobs with items to dispatch */
+	struct jlist busy;	/* jobs whose items are all dispatched */
 	struct hslot *hs;
 	unsigned init_deaths;
 	bool stop_sent, term_done;
@@ -391,28 +398,72 @@ iter_unref(struct mp_iter *it)
 /* Handler: jobs */
 
 static void
-list_add(struct mp_pool *p, struct job *j)
+jl_add(struct jlist *l, struct job *j)
 {
 	j->lnext = NULL;
-	j->lprev = p->jobs_tail;
-	if (p->jobs_tail != NULL)
-		p->jobs_tail->lnext = j;
+	j->lprev = l->tail;
+	if (l->tail != NULL)
+		l->tail->lnext = j;
 	else
-		p->jobs = j;
-	p->jobs_tail = j;
+		l->head = j;
+	l->tail = j;
+}
+
+static void
+jl_push_front(struct jlist *l, struct job *j)
+{
+	j->lprev = NULL;
+	j->lnext = l->head;
+	if (l->head != NULL)
+		l->head->lprev = j;
+	else
+		l->tail = j;
+	l->head = j;
+}
+
+static void
+jl_del(struct jlist *l, struct job *j)
+{
+	if (j->lprev != NULL)
+		j->lprev->lnext = j->lnext;
+	else
+		l->head = j->lnext;
+	if (j->lnext != NULL)
+		j->lnext->lprev = j->lprev;
+	else
+		l->tail = j->lprev;
 }
 
 static void
 list_del(struct mp_pool *p, struct job *j)
 {
-	if (j->lprev != NULL)
-		j->lprev->lnext = j->lnext;
-	else
-		p->jobs = j->lnext;
-	if (j->lnext != NULL)
-		j->lnext->lprev = j->lprev;
-	else
-		p->jobs_tail = j->lprev;
+	jl_del(j->busy ? &p->busy : &p->pend, j);
+}
+
+/*
+ * The pending list holds the jobs pick() may find work in, so that it
+ * never walks the many jobs in flight (apply_async floods): a job moves
+ * to the busy list once every item is dispatched, and back to the front
+ * of the pending list when a dead or robbed worker gives items back.
+ */
+static void
+job_dispatched(struct mp_pool *p, struct job *j)
+{
+	if (!j->busy && j->next == j->n && j->nredo == 0) {
+		jl_del(&p->pend, j);
+		jl_add(&p->busy, j);
+		j->busy = true;
+	}
+}
+
+static void
+job_requeue(struct mp_pool *p, struct job *j)
+{
+	if (j->busy && j->nredo > 0) {
+		jl_del(&p->busy, j);
+		jl_push_front(&p->pend, j);
+		j->busy = false;
+	}
 }
 
 static void
@@ -780,6 +831,8 @@ slot_died(struct mp_pool *p, unsigned i)
 		hs->fn--;
 		if (job_over(j))
 			job_finish(p, j, true);
+		else
+			job_requeue(p, j);
 	}
 	slot_respawn(p, i);
 }
@@ -792,8 +845,8 @@ fail_all(struct mp_pool *p, int err)
 		p->hs[i].fh = p->hs[i].fn = 0;
 		p->hs[i].items = 0;
 	}
-	while (p->jobs != NULL) {
-		struct job *j = p->jobs;
+	while (p->pend.head != NULL || p->busy.head != NULL) {
+		struct job *j = p->pend.head ? p->pend.head : p->busy.head;
 		j->err = err;
 		job_finish(p, j, true);
 	}
@@ -819,7 +872,7 @@ take_submissions(struct mp_pool *p)
 		} else if (j->n == 0) {
 			job_finish(p, j, false);
 		} else {
-			list_add(p, j);
+			jl_add(&p->pend, j);
 		}
 	}
 	return any;
@@ -847,7 +900,7 @@ slot_can_take(const struct mp_pool *p, const struct hslot *hs)
 static struct job *
 pick(struct mp_pool *p, uint64_t *first, uint64_t *max)
 {
-	for (struct job *j = p->jobs; j != NULL; j = j->lnext) {
+	for (struct job *j = p->pend.head; j != NULL; j = j->lnext) {
 		uint64_t lim = j->n;
 		if (j->it != NULL) {
 			if (ck_pr_load_32(&j->it->abandoned))
@@ -949,6 +1002,7 @@ push_chunk(struct mp_pool *p, unsigned i, bool *nowork)
 	} else {
 		j->next += count;
 	}
+	job_dispatched(p, j);
 	j->inflight += count;
 	unsigned t = (hs->fh + hs->fn) % FIFO_MAX;
 	hs->fifo[t] = (struct chunk){ j, first, (uint32_t)count, 0, mpos };
@@ -996,6 +1050,8 @@ steal(struct mp_pool *p)
 		hs->fn--;
 		if (job_over(j))
 			job_finish(p, j, true);
+		else
+			job_requeue(p, j);
 		return true;
 	}
 	return false;
@@ -1006,7 +1062,9 @@ dispatch(struct mp_pool *p)
 {
 	bool any = false, progress = true, nowork = false;
 
-	if (p->jobs == NULL || ck_pr_load_32(&p->broken))
+	/* Nothing pending may still leave something to steal. */
+	if ((p->pend.head == NULL && p->busy.head == NULL) ||
+	    ck_pr_load_32(&p->broken))
 		return false;
 	for (;;) {
 		while (progress && !nowork) {
@@ -1106,10 +1164,13 @@ handler_round(struct mp_pool *p)
 	uint32_t ab = ck_pr_load_32(&p->abandons);
 	if (ab != p->abandons_seen) {
 		p->abandons_seen = ab;
-		for (struct job *j = p->jobs, *nx; j != NULL; j = nx) {
-			nx = j->lnext;
-			if (j->it != NULL && job_over(j))
-				job_finish(p, j, true);
+		for (int l = 0; l < 2; l++) {
+			struct job *j = l ? p->busy.head : p->pend.head, *nx;
+			for (; j != NULL; j = nx) {
+				nx = j->lnext;
+				if (j->it != NULL && job_over(j))
+					job_finish(p, j, true);
+			}
 		}
 		any = true;
 	}
@@ -1142,7 +1203,8 @@ handler_done(struct mp_pool *p)
 {
 	if (p->term_done)
 		return true;
-	if (!ck_pr_load_32(&p->join_req) || p->jobs != NULL ||
+	if (!ck_pr_load_32(&p->join_req) || p->pend.head != NULL ||
+	    p->busy.head != NULL ||
 	    !cds_wfcq_empty(&p->qh, &p->qt))
 		return false;
 	/* close + join, and nothing left: let the workers go. */
@@ -1198,7 +1260,8 @@ handler_main(void *arg)
 		uint32_t bell = ck_pr_load_32(&s->bell);
 		act = handler_round(p);
 		if (!act && !handler_done(p)) {
-			bool work = p->jobs != NULL;
+			bool work = p->pend.head != NULL ||
+				    p->busy.head != NULL;
 			if (work && now + CHECK_NS < dl)
 				dl = now + CHECK_NS;
 			mp__futex_wait(&s->bell, bell, dl);
