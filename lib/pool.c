@@ -31,11 +31,13 @@
  * stamp (its own position), a count, the items' int64 return codes and
  * their payloads, which the task wrote in place (no copy in the worker).
  *
- * Dispatch.  A worker gets another chunk while it holds fewer than two, or
- * fewer than 128 items in up to 64 if it returned results in the last
- * 100 us (so short tasks pipeline, and a long one holds few others back
- * in its ring while another worker idles); never more
- * items than its maxtasksperchild quota has left; a message is at most
+ * Dispatch.  Jobs wait on a pending list until every item is dispatched,
+ * then on a busy list (back to the pending front if items come back), so
+ * finding work never walks the jobs in flight.  A worker gets another
+ * chunk while it holds fewer than two, or fewer than 128 items in up to
+ * 64, so short tasks pipeline; but nothing while it shows no progress
+ * (see Stealing); never more items than its maxtasksperchild quota has
+ * left.  A message is at most
  * 64 KiB (R/2 when a single item needs more), so a chunk too large for it
  * is split and the worker starts on the first piece while the handler
  * copies the next.  Small messages written in one dispatch round share
