@@ -37,10 +37,9 @@
  * chunk while it holds fewer than two, or fewer than 128 items in up to
  * 64, so short tasks pipeline; but nothing while it shows no progress
  * (see Stealing); never more items than its maxtasksperchild quota has
- * left.  A message is at most
- * 64 KiB (R/2 when a single item needs more), so a chunk too large for it
- * is split and the worker starts on the first piece while the handler
- * copies the next.  Small messages written in one dispatch round share
+ * left.  A message is at most 64 KiB (R/2 when a single item needs more),
+ * so a chunk too large for it is split and the worker starts on the first
+ * piece while the handler copies the next.  Small messages written in one dispatch round share
  * one publication of the task head; large ones are published at once.
  * A worker publishes its result head after each block of a long chunk,
  * and after a run of small messages when no more are queued (or every 32
@@ -127,6 +126,9 @@
  *    the last mapping.  The thread that created the pool may exit freely:
  *    nothing is tied to it (pidfds, not parent-death signals, watch the
  *    owner).
+ *  - A worker killed while the handler steals from it: the CAS on the
+ *    message state is atomic, so the chunk is either stolen (and not in
+ *    the FIFO the death is accounted against) or the worker's.
  *  - A user thread dying is a process death (threads cannot die alone).
  * Nothing is ever named in the file system; no process outlives the owner.
  *
