@@ -5,6 +5,7 @@
 #include <mproc/common.h>
 #include <mproc/process.h>
 #include <mproc/shm.h>
+#include <mproc/pool.h>
 #include <mproc/sync.h>
 
 #endif /* MPROC_H */
