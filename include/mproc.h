@@ -6,6 +6,7 @@
 #include <mproc/pipe.h>
 #include <mproc/process.h>
 #include <mproc/shm.h>
+#include <mproc/pool.h>
 #include <mproc/sync.h>
 
 #endif /* MPROC_H */

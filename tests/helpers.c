@@ -2,6 +2,7 @@
 #include "tests/helpers.h"
 
 #include <dirent.h>
+#include <string.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
