@@ -520,7 +520,8 @@ consumer(struct ctl *ctl, struct chan *c, int idx)
 		if (r <= 0)
 			break;
 		bytes += (uint64_t)r;
-		if ((++n & 15) == 0)
+		/* Publish often enough that a short window sees progress. */
+		if ((++n & 15) == 0 || c->size >= 4096)
 			__atomic_store_n(&ctl->count[idx].bytes, bytes,
 					 __ATOMIC_RELAXED);
 	}
@@ -599,11 +600,18 @@ mpb_base_stream(enum mpb_transport t, size_t size, int producers,
 	if (rc == 0) {
 		release_go(ctl, (unsigned)np);
 		sleep_ns(dur_ns / 10);
-		uint64_t b0 = total_bytes(ctl, consumers);
-		int64_t t0 = mpb_now();
-		sleep_ns(dur_ns);
-		uint64_t b1 = total_bytes(ctl, consumers);
-		int64_t t1 = mpb_now();
+		uint64_t b0 = total_bytes(ctl, consumers), b1;
+		int64_t t0 = mpb_now(), t1;
+		/*
+		 * A short window over a slow transport may see no counter
+		 * move: widen it (up to ten times) rather than report 0.
+		 */
+		int64_t extra = 0;
+		do {
+			sleep_ns(dur_ns);
+			b1 = total_bytes(ctl, consumers);
+			t1 = mpb_now();
+		} while (b1 == b0 && ++extra < 10);
 		*msgs_per_s = (double)(b1 - b0) / (double)size /
 			      ((double)(t1 - t0) / 1e9);
 	} else {
