@@ -13,12 +13,18 @@
  * mp_shm_free() knows the length to unmap.  The header is written once,
  * before any other process can see the region, and only read afterwards.
  *
+ * mp__region_map_fd() keeps the memfd open for the caller, which passes it
+ * to a process that is not a child (SCM_RIGHTS) and closes it;
+ * mp__region_attach() maps such a received fd.  The Manager uses the pair
+ * to hand its connections' rings to clients forked after it started.
+ *
  * Crash analysis: a process killed inside mp__region_map() loses only its
  * own memfd and mapping, which the kernel reclaims with the process.
  */
 #include "lib/internal.h"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <mproc/shm.h>
@@ -36,6 +42,16 @@ page_round(size_t size)
 int
 mp__region_map(size_t size, void **out)
 {
+	int fd, rc;
+
+	if ((rc = mp__region_map_fd(size, out, &fd)) == 0)
+		close(fd);
+	return rc;
+}
+
+int
+mp__region_map_fd(size_t size, void **out, int *fdp)
+{
 	size_t len;
 	void *p;
 	int fd, rc;
@@ -52,11 +68,35 @@ mp__region_map(size_t size, void **out)
 		return rc;
 	}
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	rc = -errno;
-	close(fd);
-	if (p == MAP_FAILED)
-		return rc == -EINVAL ? -ENOMEM : rc;
+	if (p == MAP_FAILED) {
+		rc = errno == EINVAL ? -ENOMEM : -errno;
+		close(fd);
+		return rc;
+	}
 	*out = p;
+	*fdp = fd;
+	return 0;
+}
+
+int
+mp__region_attach(int fd, void **out, size_t *size)
+{
+	struct stat st;
+	void *p;
+
+	if (fd < 0 || out == NULL || size == NULL)
+		return -EINVAL;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || st.st_size <= 0 ||
+	    (size_t)st.st_size != page_round((size_t)st.st_size))
+		return -EINVAL;
+	p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		 fd, 0);
+	if (p == MAP_FAILED)
+		return errno == EINVAL ? -ENOMEM : -errno;
+	*out = p;
+	*size = (size_t)st.st_size;
 	return 0;
 }
 

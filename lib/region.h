@@ -17,6 +17,19 @@
  */
 int mp__region_map(size_t size, void **out);
 
+/*
+ * As mp__region_map(), but the memfd stays open and is returned in *fd
+ * (close-on-exec) for the caller to pass on (SCM_RIGHTS) and close.
+ */
+int mp__region_map_fd(size_t size, void **out, int *fd);
+
+/*
+ * Map a region whose memfd was received from another process; *size is its
+ * length (the file's size).  The caller still owns and closes fd.
+ * Returns 0, -EINVAL (not a region), -ENOMEM, or another -errno.
+ */
+int mp__region_attach(int fd, void **out, size_t *size);
+
 /* Unmap a region of the given size from this process. */
 void mp__region_unmap(void *base, size_t size);
 
