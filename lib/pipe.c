@@ -112,6 +112,16 @@
  *     which means a receiver died (or saw end of file) inside a message; the
  *     next receive then discards up to msg_end (or the withdrawal point).
  *
+ * Export and import (internal, for the Manager).  mp__pipe_export() makes
+ * a duplex pipe whose memfd stays open, keeps end c1 in the caller and
+ * hands out end c2 as two fds: the memfd and c2's socket.  The caller sends
+ * them (SCM_RIGHTS) to a process that is not its child and closes them;
+ * mp__pipe_import() there maps the memfd and adopts the socket as its end.
+ * The importer then holds c2 exactly as if it had been forked with it: the
+ * socket is its liveness, so every invariant above holds unchanged.  The
+ * importer checks the header (magic, version, duplex, ring size against
+ * the mapping's length) before trusting any offset.
+ *
  * Which operations may overlap:
  *
  *              send    recv    close(other end)   close(same end)
@@ -160,6 +170,7 @@
 
 #include "lib/futex.h"
 #include "lib/handle.h"
+#include "lib/pipe.h"
 #include "lib/region.h"
 
 #define PIPE_MAGIC 0x6d707069u	/* "mppi" */
@@ -1051,17 +1062,49 @@ ring_round(size_t size)
 	return r;
 }
 
-int
-mp_pipe_new(mp_conn **c1, mp_conn **c2, bool duplex, size_t ring_size)
+/* Point end e of pl at the rings of shm (mapped at base). */
+static void
+end_init(struct pipe_local *pl, int e, int fd)
+{
+	struct pipe_shm *shm = pl->shm;
+	struct mp_conn *c = &pl->end[e];
+	uint64_t cap = shm->ring_size;
+	uint8_t *ring0 = (uint8_t *)shm + DATA_OFF;
+
+	c->magic = CONN_MAGIC;
+	c->fd = fd;
+	c->pl = pl;
+	c->cap = cap;
+	c->mask = cap - 1;
+	c->rx_spin = SPIN_START;
+	c->tx_spin = SPIN_START;
+	if (e == 0) {
+		c->rx = &shm->dir[0];
+		c->rxdata = ring0;
+	} else {
+		c->tx = &shm->dir[0];
+		c->txdata = ring0;
+	}
+	if (shm->duplex && e == 0) {
+		c->tx = &shm->dir[1];
+		c->txdata = ring0 + cap;
+	} else if (shm->duplex) {
+		c->rx = &shm->dir[1];
+		c->rxdata = ring0 + cap;
+	}
+}
+
+/* Both ends of a new pipe; *memfd (if not NULL) gets its memfd, open. */
+static int
+pipe_make(mp_conn **c1, mp_conn **c2, bool duplex, size_t ring_size,
+	  int *memfd)
 {
 	struct pipe_local *pl;
 	struct pipe_shm *shm;
 	uint64_t cap;
-	int sv[2], rc;
+	int sv[2], rc, fd;
 	void *base;
 
-	if (c1 == NULL || c2 == NULL || c1 == c2 || ring_size > RING_MAX)
-		return -EINVAL;
 	cap = ring_round(ring_size == 0 ? MP_PIPE_RING_DEFAULT : ring_size);
 	if ((pl = mp__handle_alloc(sizeof(*pl))) == NULL)
 		return -ENOMEM;
@@ -1071,7 +1114,11 @@ mp_pipe_new(mp_conn **c1, mp_conn **c2, bool duplex, size_t ring_size)
 		goto fail_free;
 	}
 	pl->map_size = DATA_OFF + (duplex ? 2 : 1) * cap;
-	if ((rc = mp__region_map(pl->map_size, &base)) < 0)
+	if (memfd != NULL)
+		rc = mp__region_map_fd(pl->map_size, &base, &fd);
+	else
+		rc = mp__region_map(pl->map_size, &base);
+	if (rc < 0)
 		goto fail_sock;
 	shm = base;
 	shm->hdr.magic = PIPE_MAGIC;
@@ -1080,33 +1127,82 @@ mp_pipe_new(mp_conn **c1, mp_conn **c2, bool duplex, size_t ring_size)
 	shm->ring_size = cap;
 	pl->shm = shm;
 	pl->open = 2;
-	for (int e = 0; e < 2; e++) {
-		struct mp_conn *c = &pl->end[e];
-		c->magic = CONN_MAGIC;
-		c->fd = sv[e];
-		c->pl = pl;
-		c->cap = cap;
-		c->mask = cap - 1;
-		c->rx_spin = SPIN_START;
-		c->tx_spin = SPIN_START;
-	}
-	uint8_t *ring0 = (uint8_t *)base + DATA_OFF;
-	pl->end[0].rx = &shm->dir[0];
-	pl->end[0].rxdata = ring0;
-	pl->end[1].tx = &shm->dir[0];
-	pl->end[1].txdata = ring0;
-	if (duplex) {
-		pl->end[0].tx = &shm->dir[1];
-		pl->end[0].txdata = ring0 + cap;
-		pl->end[1].rx = &shm->dir[1];
-		pl->end[1].rxdata = ring0 + cap;
-	}
+	end_init(pl, 0, sv[0]);
+	end_init(pl, 1, sv[1]);
 	*c1 = &pl->end[0];
 	*c2 = &pl->end[1];
+	if (memfd != NULL)
+		*memfd = fd;
 	return 0;
 fail_sock:
 	close(sv[0]);
 	close(sv[1]);
+fail_free:
+	mp__handle_free(pl, sizeof(*pl));
+	return rc;
+}
+
+int
+mp_pipe_new(mp_conn **c1, mp_conn **c2, bool duplex, size_t ring_size)
+{
+	if (c1 == NULL || c2 == NULL || c1 == c2 || ring_size > RING_MAX)
+		return -EINVAL;
+	return pipe_make(c1, c2, duplex, ring_size, NULL);
+}
+
+int
+mp__pipe_export(size_t ring_size, mp_conn **c1, int *memfd, int *sockfd)
+{
+	mp_conn *a, *b;
+	int rc;
+
+	if (c1 == NULL || memfd == NULL || sockfd == NULL ||
+	    ring_size > RING_MAX)
+		return -EINVAL;
+	if ((rc = pipe_make(&a, &b, true, ring_size, memfd)) < 0)
+		return rc;
+	/* Hand c2's socket over; this process keeps only c1. */
+	*sockfd = b->fd;
+	b->fd = -1;
+	b->magic = CONN_DEAD;
+	b->pl->open = 1;
+	*c1 = a;
+	return 0;
+}
+
+int
+mp__pipe_import(int memfd, int sockfd, mp_conn **c2)
+{
+	struct pipe_local *pl;
+	struct pipe_shm *shm;
+	size_t size;
+	void *base;
+	int rc;
+
+	if (memfd < 0 || sockfd < 0 || c2 == NULL)
+		return -EINVAL;
+	if ((pl = mp__handle_alloc(sizeof(*pl))) == NULL)
+		return -ENOMEM;
+	if ((rc = mp__region_attach(memfd, &base, &size)) < 0)
+		goto fail_free;
+	shm = base;
+	/* Trust no offset before the header says what the region is. */
+	if (size < DATA_OFF || shm->hdr.magic != PIPE_MAGIC ||
+	    shm->hdr.version != MP__LAYOUT_VERSION || shm->duplex != 1 ||
+	    shm->ring_size < RING_MIN || shm->ring_size > RING_MAX ||
+	    (shm->ring_size & (shm->ring_size - 1)) != 0 ||
+	    size < DATA_OFF + 2 * shm->ring_size) {
+		rc = -EINVAL;
+		goto fail_unmap;
+	}
+	pl->shm = shm;
+	pl->map_size = size;
+	pl->open = 1;
+	end_init(pl, 1, sockfd);
+	*c2 = &pl->end[1];
+	return 0;
+fail_unmap:
+	mp__region_unmap(base, size);
 fail_free:
 	mp__handle_free(pl, sizeof(*pl));
 	return rc;
