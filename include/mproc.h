@@ -8,5 +8,6 @@
 #include <mproc/shm.h>
 #include <mproc/pool.h>
 #include <mproc/sync.h>
+#include <mproc/manager.h>
 
 #endif /* MPROC_H */

@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Internal: the Manager's wire protocol, shared by the client side
+ * (lib/manager.c) and the server (lib/manager_server.c).
+ *
+ * A request is one pipe message: struct mgr_req, then klen key bytes, then
+ * vlen value bytes.  A reply is one message: struct mgr_rep, then len
+ * bytes.  rc is the call's result (a length, a count, an id, or a negative
+ * errno); on -EMSGSIZE, len is 0 and need holds the value's length.
+ * Snapshots (keys, items, slices, and the payload of update and extend)
+ * are records: u64 klen, u64 vlen, the key, the value, padded to 8.
+ */
+#ifndef MP__MANAGER_H
+#define MP__MANAGER_H
+
+#include <stdint.h>
+
+#include <mproc/manager.h>
+
+#define MGR_SHM_MAGIC 0x6d676d72u	/* "mgmr" */
+
+/* Kinds of server objects. */
+enum mgr_kind { MGR_DICT = 1, MGR_LIST, MGR_NS };
+
+enum mgr_op {
+	MGR_OPEN = 1,		/* kind, key = name (klen 0: anonymous) */
+	MGR_D_SET,
+	MGR_D_GET,
+	MGR_D_DEL,
+	MGR_D_LEN,
+	MGR_D_CONTAINS,
+	MGR_D_POP,
+	MGR_D_SETDEFAULT,
+	MGR_D_UPDATE,		/* value: records */
+	MGR_D_CLEAR,
+	MGR_D_KEYS,
+	MGR_D_ITEMS,
+	MGR_L_APPEND,
+	MGR_L_EXTEND,		/* value: records */
+	MGR_L_GET,		/* a: index */
+	MGR_L_SET,		/* a: index */
+	MGR_L_INSERT,		/* a: index */
+	MGR_L_POP,		/* a: index */
+	MGR_L_LEN,
+	MGR_L_REMOVE,
+	MGR_L_SLICE,		/* a: start, b: stop */
+	MGR_OP_END
+};
+
+struct mgr_req {
+	uint32_t op;
+	uint32_t kind;		/* MGR_OPEN only */
+	uint64_t obj;		/* the object's id */
+	int64_t a, b;		/* indexes */
+	uint64_t cap;		/* room for a value in the reply */
+	uint64_t klen;
+	uint64_t vlen;
+};
+
+struct mgr_rep {
+	int64_t rc;
+	uint64_t len;		/* payload bytes that follow */
+	uint64_t need;		/* -EMSGSIZE: the value's length */
+};
+
+/* A record's header in a snapshot. */
+struct mgr_rec {
+	uint64_t klen;
+	uint64_t vlen;
+};
+
+/* Keys and values above this are refused (-EINVAL): 1 GiB. */
+#define MGR_LEN_MAX ((uint64_t)1 << 30)
+
+static inline uint64_t
+mgr_pad8(uint64_t x)
+{
+	return (x + 7) & ~(uint64_t)7;
+}
+
+/* The server's body: serve connection requests arriving on ctl. */
+int mp__manager_serve(void *arg);
+
+/* What mp__manager_serve gets (in the server's copy of memory). */
+struct mgr_server_arg {
+	int ctl;		/* our end of the connect channel */
+	int peer;		/* the clients' end: closed by the server */
+};
+
+#endif /* MP__MANAGER_H */
