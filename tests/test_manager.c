@@ -44,3 +44,241 @@ T_TEST(manager, dict_basic_operations)
 	mp_dict_free(d);
 	mp_manager_free(m);
 }
+
+/* Walk a snapshot block into an array of items; returns the count. */
+static int
+walk(const void *buf, size_t len, mp_item *it, int max)
+{
+	size_t off = 0;
+	int n = 0, r;
+
+	while (n < max && (r = mp_item_next(buf, len, &off, &it[n])) == 1)
+		n++;
+	return n;
+}
+
+T_TEST(manager, dict_pop_setdefault_update_clear_snapshots)
+{
+	mp_manager *m;
+	mp_dict *d;
+	char buf[64];
+	void *v, *snap;
+	size_t len;
+	mp_item it[8];
+	mp_item up[3] = {
+		{ "x", 1, "1", 1 }, { "y", 1, "22", 2 }, { "x", 1, "333", 3 },
+	};
+
+	cr_assert_eq(mp_manager_start(&m, NULL), 0);
+	cr_assert_eq(mp_manager_dict(m, NULL, &d), 0);
+	cr_assert_eq(mp_dict_update(d, up, 3), 0);
+	cr_assert_eq(mp_dict_len(d), 2);
+	cr_assert_eq(mp_dict_get(d, "x", 1, buf, sizeof(buf)), 3);
+	cr_assert_eq(memcmp(buf, "333", 3), 0);
+	cr_assert_eq(mp_dict_setdefault(d, "y", 1, "d", 1, buf, sizeof(buf)),
+		     2);
+	cr_assert_eq(memcmp(buf, "22", 2), 0);
+	cr_assert_eq(mp_dict_setdefault(d, "z", 1, "dd", 2, buf, sizeof(buf)),
+		     2);
+	cr_assert_eq(memcmp(buf, "dd", 2), 0);
+	cr_assert_eq(mp_dict_len(d), 3);
+	/* Too small: -EMSGSIZE and the item stays. */
+	cr_assert_eq(mp_dict_pop(d, "x", 1, buf, 2), -EMSGSIZE);
+	cr_assert_eq(mp_dict_len(d), 3);
+	cr_assert_eq(mp_dict_pop(d, "x", 1, buf, 3), 3);
+	cr_assert_eq(mp_dict_pop(d, "x", 1, buf, 3), -ENOENT);
+	cr_assert_eq(mp_dict_pop_alloc(d, "z", 1, &v), 2);
+	cr_assert_eq(memcmp(v, "dd", 2), 0);
+	free(v);
+	cr_assert_eq(mp_dict_set(d, "", 0, "empty", 5), 0);
+	cr_assert_eq(mp_dict_set(d, "e", 1, NULL, 0), 0);
+	cr_assert_eq(mp_dict_get(d, "e", 1, NULL, 0), 0);
+	cr_assert_eq(mp_dict_items(d, &snap, &len), 3);
+	cr_assert_eq(walk(snap, len, it, 8), 3);
+	int seen = 0;
+	for (int i = 0; i < 3; i++) {
+		if (it[i].klen == 1 && memcmp(it[i].key, "y", 1) == 0 &&
+		    it[i].vlen == 2 && memcmp(it[i].val, "22", 2) == 0)
+			seen |= 1;
+		if (it[i].klen == 0 && it[i].vlen == 5 &&
+		    memcmp(it[i].val, "empty", 5) == 0)
+			seen |= 2;
+		if (it[i].klen == 1 && memcmp(it[i].key, "e", 1) == 0 &&
+		    it[i].vlen == 0)
+			seen |= 4;
+	}
+	cr_assert_eq(seen, 7);
+	free(snap);
+	cr_assert_eq(mp_dict_keys(d, &snap, &len), 3);
+	cr_assert_eq(walk(snap, len, it, 8), 3);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(it[i].vlen, 0);
+	free(snap);
+	cr_assert_eq(mp_dict_clear(d), 0);
+	cr_assert_eq(mp_dict_len(d), 0);
+	cr_assert_eq(mp_dict_keys(d, &snap, &len), 0);
+	cr_assert_eq(len, 0);
+	free(snap);
+	mp_dict_free(d);
+	mp_manager_free(m);
+}
+
+static ssize_t
+lget(mp_list *l, ssize_t i, char *buf)
+{
+	ssize_t n = mp_list_get(l, i, buf, 31);
+
+	if (n >= 0)
+		buf[n] = '\0';
+	return n;
+}
+
+T_TEST(manager, list_operations_follow_python)
+{
+	mp_manager *m;
+	mp_list *l;
+	char buf[32];
+	void *snap;
+	size_t len;
+	mp_item it[16];
+	mp_item ext[2] = { { NULL, 0, "d", 1 }, { NULL, 0, "e", 1 } };
+
+	cr_assert_eq(mp_manager_start(&m, NULL), 0);
+	cr_assert_eq(mp_manager_list(m, NULL, &l), 0);
+	cr_assert_eq(mp_list_pop(l, -1, buf, sizeof(buf)), -ERANGE);
+	cr_assert_eq(mp_list_get(l, 0, buf, sizeof(buf)), -ERANGE);
+	cr_assert_eq(mp_list_append(l, "a", 1), 0);
+	cr_assert_eq(mp_list_append(l, "b", 1), 0);
+	cr_assert_eq(mp_list_append(l, "c", 1), 0);
+	cr_assert_eq(mp_list_extend(l, ext, 2), 0);	/* a b c d e */
+	cr_assert_eq(mp_list_len(l), 5);
+	cr_assert_eq(lget(l, -1, buf), 1);
+	cr_assert_str_eq(buf, "e");
+	cr_assert_eq(lget(l, -5, buf), 1);
+	cr_assert_str_eq(buf, "a");
+	cr_assert_eq(mp_list_get(l, -6, buf, sizeof(buf)), -ERANGE);
+	cr_assert_eq(mp_list_get(l, 5, buf, sizeof(buf)), -ERANGE);
+	cr_assert_eq(mp_list_set(l, -2, "D", 1), 0);	/* a b c D e */
+	cr_assert_eq(mp_list_set(l, 5, "X", 1), -ERANGE);
+	cr_assert_eq(mp_list_insert(l, 0, "0", 1), 0);	/* 0 a b c D e */
+	cr_assert_eq(mp_list_insert(l, 100, "z", 1), 0); /* ... e z */
+	cr_assert_eq(mp_list_insert(l, -100, "s", 1), 0); /* s 0 a ... */
+	cr_assert_eq(mp_list_insert(l, -1, "y", 1), 0);	/* ... e y z */
+	cr_assert_eq(mp_list_len(l), 9);
+	cr_assert_eq(mp_list_pop(l, 1, buf, sizeof(buf)), 1);
+	cr_assert_eq(buf[0], '0');			/* s a b c D e y z */
+	cr_assert_eq(mp_list_pop(l, -1, buf, 0), -EMSGSIZE);
+	cr_assert_eq(mp_list_len(l), 8);
+	cr_assert_eq(mp_list_remove(l, "b", 1), 0);	/* s a c D e y z */
+	cr_assert_eq(mp_list_remove(l, "b", 1), -ENOENT);
+	cr_assert_eq(mp_list_append(l, "a", 1), 0);	/* s a c D e y z a */
+	cr_assert_eq(mp_list_remove(l, "a", 1), 0);	/* s c D e y z a */
+	cr_assert_eq(mp_list_slice(l, 0, 100, &snap, &len), 7);
+	cr_assert_eq(walk(snap, len, it, 16), 7);
+	const char *want = "scDeyza";
+	for (int i = 0; i < 7; i++) {
+		cr_assert_eq(it[i].vlen, 1);
+		cr_assert_eq(it[i].klen, 0);
+		cr_assert_eq(*(const char *)it[i].val, want[i]);
+	}
+	free(snap);
+	cr_assert_eq(mp_list_slice(l, -3, -1, &snap, &len), 2);
+	cr_assert_eq(walk(snap, len, it, 16), 2);
+	cr_assert_eq(*(const char *)it[0].val, 'y');
+	cr_assert_eq(*(const char *)it[1].val, 'z');
+	free(snap);
+	cr_assert_eq(mp_list_slice(l, 5, 2, &snap, &len), 0);
+	free(snap);
+	/* Grows past its first vector many times. */
+	for (int i = 0; i < 1000; i++)
+		cr_assert_eq(mp_list_insert(l, i % 3, &i, sizeof(i)), 0);
+	cr_assert_eq(mp_list_len(l), 1007);
+	cr_assert_eq(lget(l, -1, buf), 1);
+	cr_assert_str_eq(buf, "a");
+	mp_list_free(l);
+	mp_manager_free(m);
+}
+
+T_TEST(manager, namespace_attributes)
+{
+	mp_manager *m;
+	mp_ns *ns;
+	char buf[16];
+	void *v;
+
+	cr_assert_eq(mp_manager_start(&m, NULL), 0);
+	cr_assert_eq(mp_manager_namespace(m, NULL, &ns), 0);
+	cr_assert_eq(mp_ns_get(ns, "x", buf, sizeof(buf)), -ENOENT);
+	cr_assert_eq(mp_ns_set(ns, "x", "10", 2), 0);
+	cr_assert_eq(mp_ns_set(ns, "y", "hello", 5), 0);
+	cr_assert_eq(mp_ns_get(ns, "x", buf, sizeof(buf)), 2);
+	cr_assert_eq(memcmp(buf, "10", 2), 0);
+	cr_assert_eq(mp_ns_get_alloc(ns, "y", &v), 5);
+	cr_assert_eq(memcmp(v, "hello", 5), 0);
+	free(v);
+	cr_assert_eq(mp_ns_del(ns, "x"), 0);
+	cr_assert_eq(mp_ns_del(ns, "x"), -ENOENT);
+	cr_assert_eq(mp_ns_get(ns, "x", buf, sizeof(buf)), -ENOENT);
+	mp_ns_free(ns);
+	mp_manager_free(m);
+}
+
+struct named {
+	mp_manager *m;
+	struct t_sync ready;
+};
+
+static int
+named_child(void *arg)
+{
+	struct named *a = arg;
+	mp_dict *d;
+	mp_list *l;
+	char buf[8];
+
+	/* Forked before any of these names existed in the parent. */
+	T_CHECK(mp_manager_dict(a->m, "shared", &d) == 0);
+	T_CHECK(mp_dict_get(d, "k", 1, buf, sizeof(buf)) == 1);
+	T_CHECK(buf[0] == 'P');
+	T_CHECK(mp_dict_set(d, "c", 1, "C", 1) == 0);
+	T_CHECK(mp_manager_list(a->m, "shared", &l) == -EEXIST);
+	mp_dict_free(d);
+	return T_PASS;
+}
+
+T_TEST(manager, names_open_the_same_object_in_any_process)
+{
+	struct named a;
+	mp_dict *d, *d2, *anon;
+	mp_list *l;
+	mp_ns *ns;
+	char buf[8];
+	char longname[MP_MANAGER_NAME_MAX + 2];
+
+	cr_assert_eq(mp_manager_start(&a.m, NULL), 0);
+	cr_assert_eq(mp_manager_dict(a.m, "shared", &d), 0);
+	cr_assert_eq(mp_dict_set(d, "k", 1, "P", 1), 0);
+	t_wait_exit(t_spawn(named_child, &a), T_PASS);
+	cr_assert_eq(mp_dict_get(d, "c", 1, buf, sizeof(buf)), 1);
+	/* Reopened by name: the same dict; anonymous: a new one. */
+	cr_assert_eq(mp_manager_dict(a.m, "shared", &d2), 0);
+	cr_assert_eq(mp_dict_len(d2), 2);
+	cr_assert_eq(mp_manager_dict(a.m, NULL, &anon), 0);
+	cr_assert_eq(mp_dict_len(anon), 0);
+	/* A name holds one kind of object. */
+	cr_assert_eq(mp_manager_list(a.m, "shared", &l), -EEXIST);
+	cr_assert_eq(mp_manager_namespace(a.m, "shared", &ns), -EEXIST);
+	cr_assert_eq(mp_manager_list(a.m, "shared-list", &l), 0);
+	memset(longname, 'n', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = '\0';
+	cr_assert_eq(mp_manager_dict(a.m, longname, &d2), -EINVAL);
+	longname[MP_MANAGER_NAME_MAX] = '\0';
+	mp_dict_free(anon);
+	cr_assert_eq(mp_manager_dict(a.m, longname, &anon), 0);
+	cr_assert_eq(mp_manager_dict(a.m, "", &anon), -EINVAL);
+	mp_dict_free(anon);
+	mp_list_free(l);
+	mp_dict_free(d2);
+	mp_dict_free(d);
+	mp_manager_free(a.m);
+}
