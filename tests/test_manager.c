@@ -282,3 +282,206 @@ T_TEST(manager, names_open_the_same_object_in_any_process)
 	mp_dict_free(d);
 	mp_manager_free(a.m);
 }
+
+/* ---- concurrent clients ---- */
+
+#define CONC_CLIENTS 3
+#define CONC_OPS 100000
+#define CONC_KEYS 64
+
+struct conc {
+	mp_manager *m;
+	mp_dict *d;
+	mp_list *l;
+	int id;
+};
+
+/*
+ * Client c's deterministic plan; the parent replays it to know the final
+ * state.  Each client owns its keys (so its own reads check exactly) and
+ * appends (c << 24 | j) to the shared list now and then.
+ */
+enum { OP_SET, OP_GET, OP_DEL, OP_APPEND };
+
+static int
+conc_op(int j)
+{
+	return (j % 7 == 3) ? OP_APPEND : (j % 5 == 4) ? OP_DEL : j % 2;
+}
+
+static int
+conc_client(void *arg)
+{
+	struct conc *a = arg;
+	int model[CONC_KEYS];
+
+	for (int k = 0; k < CONC_KEYS; k++)
+		model[k] = -1;
+	for (int j = 0; j < CONC_OPS; j++) {
+		int key[2] = { a->id, (j * 7) % CONC_KEYS }, got;
+		int k = key[1];
+		int op = conc_op(j);
+		uint32_t item;
+		ssize_t n;
+
+		switch (op) {
+		case OP_SET:
+			T_CHECK(mp_dict_set(a->d, key, sizeof(key), &j,
+					    sizeof(j)) == 0);
+			model[k] = j;
+			break;
+		case OP_GET:
+			n = mp_dict_get(a->d, key, sizeof(key), &got,
+					sizeof(got));
+			if (model[k] < 0) {
+				T_CHECK(n == -ENOENT);
+			} else {
+				T_CHECK(n == (ssize_t)sizeof(got));
+				T_CHECK(got == model[k]);
+			}
+			break;
+		case OP_DEL:
+			T_CHECK(mp_dict_del(a->d, key, sizeof(key)) ==
+				(model[k] < 0 ? -ENOENT : 0));
+			model[k] = -1;
+			break;
+		case OP_APPEND:
+			item = (uint32_t)a->id << 24 | (uint32_t)j;
+			T_CHECK(mp_list_append(a->l, &item, sizeof(item)) == 0);
+			break;
+		}
+	}
+	return T_PASS;
+}
+
+T_TEST(manager, concurrent_clients_mixed_operations_exact_final_state)
+{
+	struct conc a[CONC_CLIENTS];
+	mp_manager *m;
+	mp_dict *d;
+	mp_list *l;
+	pid_t pid[CONC_CLIENTS];
+	int model[CONC_CLIENTS][CONC_KEYS], appends = 0, live = 0;
+	void *snap;
+	size_t len, off = 0;
+	mp_item it;
+
+	cr_assert_eq(mp_manager_start(&m, NULL), 0);
+	cr_assert_eq(mp_manager_dict(m, "conc", &d), 0);
+	cr_assert_eq(mp_manager_list(m, "conc-list", &l), 0);
+	for (int c = 0; c < CONC_CLIENTS; c++) {
+		a[c] = (struct conc){ m, d, l, c };
+		pid[c] = t_spawn(conc_client, &a[c]);
+	}
+	for (int c = 0; c < CONC_CLIENTS; c++)
+		t_wait_exit(pid[c], T_PASS);
+	/* Replay the plans. */
+	for (int c = 0; c < CONC_CLIENTS; c++) {
+		for (int k = 0; k < CONC_KEYS; k++)
+			model[c][k] = -1;
+		for (int j = 0; j < CONC_OPS; j++) {
+			int k = (j * 7) % CONC_KEYS, op = conc_op(j);
+			if (op == OP_SET)
+				model[c][k] = j;
+			else if (op == OP_DEL)
+				model[c][k] = -1;
+			else if (op == OP_APPEND && c == 0)
+				appends++;
+		}
+		for (int k = 0; k < CONC_KEYS; k++)
+			live += model[c][k] >= 0;
+	}
+	cr_assert_eq(mp_dict_len(d), live);
+	cr_assert_eq(mp_dict_items(d, &snap, &len), live);
+	while (mp_item_next(snap, len, &off, &it) == 1) {
+		const int *key = it.key;
+		int v;
+		cr_assert_eq(it.klen, 2 * sizeof(int));
+		cr_assert_eq(it.vlen, sizeof(int));
+		memcpy(&v, it.val, sizeof(v));
+		cr_assert_eq(v, model[key[0]][key[1]]);
+	}
+	free(snap);
+	/* Every append once, each client's in its own order. */
+	cr_assert_eq(mp_list_len(l), CONC_CLIENTS * appends);
+	cr_assert_eq(mp_list_slice(l, 0, CONC_CLIENTS * appends, &snap, &len),
+		     CONC_CLIENTS * appends);
+	int last[CONC_CLIENTS] = { -1, -1, -1 }, count[CONC_CLIENTS] = { 0 };
+	off = 0;
+	while (mp_item_next(snap, len, &off, &it) == 1) {
+		uint32_t item;
+		memcpy(&item, it.val, sizeof(item));
+		int c = (int)(item >> 24), j = (int)(item & 0xffffff);
+		cr_assert_lt(c, CONC_CLIENTS);
+		cr_assert_gt(j, last[c]);
+		cr_assert_eq(conc_op(j), OP_APPEND);
+		last[c] = j;
+		count[c]++;
+	}
+	for (int c = 0; c < CONC_CLIENTS; c++)
+		cr_assert_eq(count[c], appends);
+	free(snap);
+	mp_list_free(l);
+	mp_dict_free(d);
+	mp_manager_free(m);
+}
+
+/* ---- crashes ---- */
+
+struct killed {
+	mp_dict *d;
+	struct t_sync ready;
+};
+
+static int
+busy_client(void *arg)
+{
+	struct killed *a = arg;
+
+	T_CHECK(mp_dict_set(a->d, "k", 1, "first", 5) == 0);
+	t_sync_signal(&a->ready);
+	for (uint64_t i = 0;; i++)
+		(void)mp_dict_set(a->d, "k", 1, &i, sizeof(i));
+	return T_PASS;
+}
+
+static int
+other_client(void *arg)
+{
+	struct killed *a = arg;
+	char buf[16];
+
+	for (int i = 0; i < 1000; i++) {
+		T_CHECK(mp_dict_set(a->d, "o", 1, &i, sizeof(i)) == 0);
+		T_CHECK(mp_dict_get(a->d, "k", 1, buf, sizeof(buf)) > 0);
+	}
+	return T_PASS;
+}
+
+T_TEST(manager, client_killed_mid_call_server_serves_the_others)
+{
+	struct killed a;
+	mp_manager *m;
+	char buf[16];
+	int fds_before;
+
+	cr_assert_eq(mp_manager_start(&m, NULL), 0);
+	cr_assert_eq(mp_manager_dict(m, NULL, &a.d), 0);
+	t_sync_init(&a.ready);
+	/* Connect the parent first: the children then share nothing of it. */
+	cr_assert_eq(mp_dict_len(a.d), 0);
+	fds_before = t_fd_count();
+	for (int round = 0; round < 3; round++) {
+		pid_t p = t_spawn(busy_client, &a);
+		cr_assert_eq(t_sync_wait(&a.ready, 20000), 0);
+		cr_assert_eq(kill(p, SIGKILL), 0);
+		cr_assert_eq(t_wait_status(p, 20000), -SIGKILL);
+		t_wait_exit(t_spawn(other_client, &a), T_PASS);
+		cr_assert_gt(mp_dict_get(a.d, "k", 1, buf, sizeof(buf)), 0);
+	}
+	cr_assert_eq(mp_dict_len(a.d), 2);
+	cr_assert_eq(t_fd_count(), fds_before);
+	t_sync_fini(&a.ready);
+	mp_dict_free(a.d);
+	mp_manager_free(m);
+}
