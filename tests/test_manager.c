@@ -485,3 +485,240 @@ T_TEST(manager, client_killed_mid_call_server_serves_the_others)
 	mp_dict_free(a.d);
 	mp_manager_free(m);
 }
+
+/* The pid of this process's only live child (the server), from /proc. */
+static pid_t
+only_child(void)
+{
+	char path[64], buf[64];
+	FILE *f;
+	int pid = -1;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/children",
+		 (int)getpid());
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	if (fgets(buf, sizeof(buf), f) != NULL && strchr(buf, ' ') ==
+	    strrchr(buf, ' '))
+		pid = atoi(buf);
+	fclose(f);
+	return pid;
+}
+
+struct after {
+	mp_manager *m;
+	mp_dict *d;
+	struct t_sync go;
+};
+
+static int
+after_shutdown_child(void *arg)
+{
+	struct after *a = arg;
+	mp_dict *d2;
+	int64_t t0 = t_now();
+
+	T_CHECK(mp_dict_set(a->d, "a", 1, "b", 1) == -EPIPE);
+	T_CHECK(mp_manager_dict(a->m, "x", &d2) == -EPIPE);
+	T_CHECK(t_now() - t0 < MP_SEC(1));
+	return T_PASS;
+}
+
+static int
+connected_then_waits(void *arg)
+{
+	struct after *a = arg;
+	char buf[4];
+
+	T_CHECK(mp_dict_set(a->d, "c", 1, "d", 1) == 0);
+	t_sync_signal(&a->go);
+	/* Poll until the shutdown is seen; each call returns promptly. */
+	for (int i = 0; i < 100000; i++) {
+		ssize_t n = mp_dict_get(a->d, "c", 1, buf, sizeof(buf));
+		if (n == -EPIPE)
+			return T_PASS;
+		T_CHECK(n == 1);
+	}
+	return T_FAIL;
+}
+
+T_TEST(manager, shutdown_then_every_call_is_epipe_in_every_process)
+{
+	struct after a;
+	mp_list *l;
+	char buf[4];
+	pid_t p;
+
+	cr_assert_eq(mp_manager_start(&a.m, NULL), 0);
+	cr_assert_eq(mp_manager_dict(a.m, NULL, &a.d), 0);
+	cr_assert_eq(mp_manager_list(a.m, NULL, &l), 0);
+	t_sync_init(&a.go);
+	p = t_spawn(connected_then_waits, &a);
+	cr_assert_eq(t_sync_wait(&a.go, 20000), 0);
+	cr_assert_eq(mp_manager_shutdown(a.m), 0);
+	cr_assert_eq(mp_manager_shutdown(a.m), 0);
+	t_wait_exit(p, T_PASS);
+	cr_assert_eq(mp_dict_get(a.d, "c", 1, buf, sizeof(buf)), -EPIPE);
+	cr_assert_eq(mp_list_append(l, "x", 1), -EPIPE);
+	cr_assert_eq(mp_list_len(l), -EPIPE);
+	/* A process forked after shutdown connects to nothing. */
+	t_wait_exit(t_spawn(after_shutdown_child, &a), T_PASS);
+	t_sync_fini(&a.go);
+	mp_list_free(l);
+	mp_dict_free(a.d);
+	mp_manager_free(a.m);
+}
+
+T_TEST(manager, server_killed_calls_return_epipe_promptly)
+{
+	struct after a;
+	pid_t server;
+	char buf[4];
+	int64_t t0;
+
+	cr_assert_eq(mp_manager_start(&a.m, NULL), 0);
+	cr_assert_eq(mp_manager_dict(a.m, NULL, &a.d), 0);
+	cr_assert_eq(mp_dict_set(a.d, "c", 1, "d", 1), 0);
+	server = only_child();
+	cr_assert_gt(server, 0);
+	cr_assert_eq(kill(server, SIGKILL), 0);
+	t0 = t_now();
+	/* Until the owner reaps it, the dead server is a zombie: no matter. */
+	cr_assert_eq(mp_dict_get(a.d, "c", 1, buf, sizeof(buf)), -EPIPE);
+	cr_assert_lt(t_now() - t0, MP_SEC(2));
+	t_wait_exit(t_spawn(after_shutdown_child, &a), T_PASS);
+	mp_dict_free(a.d);
+	mp_manager_free(a.m);
+}
+
+T_TEST(manager, one_mebibyte_values)
+{
+	mp_manager *m;
+	mp_dict *d;
+	mp_list *l;
+	size_t big = 1 << 20;
+	unsigned char *v = malloc(big), *w = malloc(big);
+	void *got;
+
+	cr_assert(v != NULL && w != NULL);
+	for (size_t i = 0; i < big; i++)
+		v[i] = (unsigned char)(i * 31 + 7);
+	cr_assert_eq(mp_manager_start(&m, NULL), 0);
+	cr_assert_eq(mp_manager_dict(m, NULL, &d), 0);
+	cr_assert_eq(mp_manager_list(m, NULL, &l), 0);
+	cr_assert_eq(mp_dict_set(d, "big", 3, v, big), 0);
+	cr_assert_eq(mp_dict_get(d, "big", 3, w, big - 1), -EMSGSIZE);
+	cr_assert_eq(mp_dict_get(d, "big", 3, w, big), (ssize_t)big);
+	cr_assert_eq(memcmp(v, w, big), 0);
+	cr_assert_eq(mp_dict_get_alloc(d, "big", 3, &got), (ssize_t)big);
+	cr_assert_eq(memcmp(v, got, big), 0);
+	free(got);
+	/* A 1 MiB key too. */
+	cr_assert_eq(mp_dict_set(d, v, big, "k", 1), 0);
+	cr_assert_eq(mp_dict_contains(d, v, big), 1);
+	cr_assert_eq(mp_list_append(l, v, big), 0);
+	cr_assert_eq(mp_list_pop(l, 0, w, 10), -EMSGSIZE);
+	cr_assert_eq(mp_list_len(l), 1);
+	memset(w, 0, big);
+	cr_assert_eq(mp_list_pop(l, 0, w, big), (ssize_t)big);
+	cr_assert_eq(memcmp(v, w, big), 0);
+	for (int i = 0; i < 20; i++)
+		cr_assert_eq(mp_dict_set(d, "big", 3, v, big), 0);
+	mp_list_free(l);
+	mp_dict_free(d);
+	mp_manager_free(m);
+	free(v);
+	free(w);
+}
+
+T_TEST(manager, bad_arguments_return_negative_errno)
+{
+	mp_manager *m, *m2;
+	mp_manager_attr attr = { .address = "tcp:1" };
+	mp_dict *d, *d2;
+	mp_list *l;
+	mp_ns *ns;
+	char buf[8];
+	void *v;
+	size_t len;
+	mp_item it;
+	mp_item bad[1] = { { NULL, 3, "x", 1 } };
+
+	cr_assert_eq(mp_manager_start(NULL, NULL), -EINVAL);
+	cr_assert_eq(mp_manager_start(&m2, &attr), -EINVAL);
+	cr_assert_eq(mp_manager_shutdown(NULL), -EINVAL);
+	mp_manager_free(NULL);
+	cr_assert_eq(mp_manager_start(&m, NULL), 0);
+	cr_assert_eq(mp_manager_dict(NULL, NULL, &d), -EINVAL);
+	cr_assert_eq(mp_manager_dict(m, NULL, NULL), -EINVAL);
+	cr_assert_eq(mp_manager_list(m, "", &l), -EINVAL);
+	cr_assert_eq(mp_manager_namespace(NULL, "x", &ns), -EINVAL);
+	cr_assert_eq(mp_manager_dict(m, NULL, &d), 0);
+	cr_assert_eq(mp_manager_list(m, NULL, &l), 0);
+	cr_assert_eq(mp_manager_namespace(m, NULL, &ns), 0);
+
+	cr_assert_eq(mp_dict_set(NULL, "k", 1, "v", 1), -EINVAL);
+	cr_assert_eq(mp_dict_set(d, NULL, 1, "v", 1), -EINVAL);
+	cr_assert_eq(mp_dict_set(d, "k", 1, NULL, 1), -EINVAL);
+	cr_assert_eq(mp_dict_get(d, "k", 1, NULL, 4), -EINVAL);
+	cr_assert_eq(mp_dict_get_alloc(d, "k", 1, NULL), -EINVAL);
+	cr_assert_eq(mp_dict_del(NULL, "k", 1), -EINVAL);
+	cr_assert_eq(mp_dict_len(NULL), -EINVAL);
+	cr_assert_eq(mp_dict_contains(d, NULL, 2), -EINVAL);
+	cr_assert_eq(mp_dict_pop(d, "k", 1, NULL, 1), -EINVAL);
+	cr_assert_eq(mp_dict_pop_alloc(d, "k", 1, NULL), -EINVAL);
+	cr_assert_eq(mp_dict_setdefault(d, "k", 1, NULL, 1, buf, 8), -EINVAL);
+	cr_assert_eq(mp_dict_update(d, NULL, 1), -EINVAL);
+	cr_assert_eq(mp_dict_update(d, bad, 1), -EINVAL);
+	cr_assert_eq(mp_dict_update(d, NULL, 0), 0);
+	cr_assert_eq(mp_dict_clear(NULL), -EINVAL);
+	cr_assert_eq(mp_dict_keys(d, NULL, &len), -EINVAL);
+	cr_assert_eq(mp_dict_items(d, &v, NULL), -EINVAL);
+	/* A proxy of another kind is not a dict. */
+	cr_assert_eq(mp_dict_len((mp_dict *)l), -EINVAL);
+	cr_assert_eq(mp_list_len((mp_list *)d), -EINVAL);
+	cr_assert_eq(mp_ns_del((mp_ns *)d, "x"), -EINVAL);
+
+	cr_assert_eq(mp_list_append(NULL, "v", 1), -EINVAL);
+	cr_assert_eq(mp_list_append(l, NULL, 1), -EINVAL);
+	cr_assert_eq(mp_list_extend(l, NULL, 2), -EINVAL);
+	cr_assert_eq(mp_list_get(l, 0, NULL, 1), -EINVAL);
+	cr_assert_eq(mp_list_get_alloc(l, 0, NULL), -EINVAL);
+	cr_assert_eq(mp_list_set(l, 0, NULL, 1), -EINVAL);
+	cr_assert_eq(mp_list_insert(NULL, 0, "v", 1), -EINVAL);
+	cr_assert_eq(mp_list_pop(l, 0, NULL, 1), -EINVAL);
+	cr_assert_eq(mp_list_pop_alloc(l, 0, NULL), -EINVAL);
+	cr_assert_eq(mp_list_len(NULL), -EINVAL);
+	cr_assert_eq(mp_list_remove(l, NULL, 1), -EINVAL);
+	cr_assert_eq(mp_list_slice(l, 0, 1, NULL, &len), -EINVAL);
+	cr_assert_eq(mp_list_slice(NULL, 0, 1, &v, &len), -EINVAL);
+
+	cr_assert_eq(mp_ns_set(ns, NULL, "v", 1), -EINVAL);
+	cr_assert_eq(mp_ns_set(ns, "", "v", 1), -EINVAL);
+	cr_assert_eq(mp_ns_set(ns, "a", NULL, 1), -EINVAL);
+	cr_assert_eq(mp_ns_get(ns, "a", NULL, 1), -EINVAL);
+	cr_assert_eq(mp_ns_get_alloc(ns, "a", NULL), -EINVAL);
+	cr_assert_eq(mp_ns_del(NULL, "a"), -EINVAL);
+
+	len = 0;
+	cr_assert_eq(mp_item_next(NULL, 0, &len, &it), 0);
+	cr_assert_eq(mp_item_next(NULL, 8, &len, &it), -EINVAL);
+	cr_assert_eq(mp_item_next(buf, 8, NULL, &it), -EINVAL);
+	cr_assert_eq(mp_item_next(buf, 8, &len, NULL), -EINVAL);
+	memset(buf, 0xff, sizeof(buf));
+	len = 0;
+	cr_assert_eq(mp_item_next(buf, 8, &len, &it), -EINVAL);
+
+	/* Freed handles read as invalid (the handle pools). */
+	mp_dict_free(d);
+	mp_list_free(l);
+	mp_ns_free(ns);
+	cr_assert_eq(mp_dict_len(d), -EINVAL);
+	cr_assert_eq(mp_list_len(l), -EINVAL);
+	cr_assert_eq(mp_ns_del(ns, "a"), -EINVAL);
+	mp_dict_free(d);
+	mp_manager_free(m);
+	cr_assert_eq(mp_manager_dict(m, NULL, &d2), -EINVAL);
+	cr_assert_eq(mp_manager_shutdown(m), -EINVAL);
+	mp_manager_free(m);
+}
