@@ -4,6 +4,7 @@
 
 #include <mproc/common.h>
 #include <mproc/process.h>
+#include <mproc/queue.h>
 #include <mproc/shm.h>
 
 #endif /* MPROC_H */
