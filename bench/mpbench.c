@@ -10,12 +10,15 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
+#include <sched.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,10 +26,92 @@
 
 #include "bench/mpbench.h"
 
+/* Rows whose repeats spread more than this are flagged as noisy. */
+#define NOISY 0.25
+
 static struct mpb_suite *suites;
 static struct mpb_row *rows;
 static size_t nrows, caprows;
 static const char *current_suite;
+
+/* What the figures were measured on, for the header and the JSON. */
+static struct {
+	char cpu[128];
+	char kernel[256];
+	int cpus;		/* before --pin narrows the affinity */
+} machine;
+
+static void
+describe_machine(void)
+{
+	struct utsname u;
+	char line[256];
+	FILE *f;
+
+	machine.cpus = mp_cpu_count();
+	snprintf(machine.cpu, sizeof(machine.cpu), "unknown CPU");
+	if ((f = fopen("/proc/cpuinfo", "r")) != NULL) {
+		while (fgets(line, sizeof(line), f)) {
+			char *colon = strchr(line, ':');
+			if (strncmp(line, "model name", 10) || colon == NULL)
+				continue;
+			colon += 1 + strspn(colon + 1, " \t");
+			colon[strcspn(colon, "\n")] = 0;
+			snprintf(machine.cpu, sizeof(machine.cpu), "%s", colon);
+			break;
+		}
+		fclose(f);
+	}
+	if (uname(&u) == 0)
+		snprintf(machine.kernel, sizeof(machine.kernel), "%s %s %s",
+			 u.sysname, u.release, u.machine);
+}
+
+/*
+ * --pin: the harness stays on the first allowed CPU and every process it
+ * forks, whichever suite forks it, goes to the next one round-robin.  A
+ * fork handler does it, so suites need not know; the counter is shared so
+ * that grandchildren continue the round.
+ */
+static uint32_t *pin_ctl;
+static int pin_cpus[CPU_SETSIZE];
+static int pin_ncpus;
+
+static void
+pin_to(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	sched_setaffinity(0, sizeof(set), &set);
+}
+
+static void
+pin_child(void)
+{
+	uint32_t k = __atomic_fetch_add(pin_ctl, 1, __ATOMIC_RELAXED);
+
+	pin_to(pin_cpus[(1 + k) % (uint32_t)pin_ncpus]);
+}
+
+static int
+pin_setup(void)
+{
+	cpu_set_t set;
+
+	if (sched_getaffinity(0, sizeof(set), &set) < 0)
+		return -errno;
+	for (int c = 0; c < CPU_SETSIZE; c++) {
+		if (CPU_ISSET(c, &set))
+			pin_cpus[pin_ncpus++] = c;
+	}
+	if ((pin_ctl = mp_shm_alloc(sizeof(*pin_ctl))) == NULL)
+		return -ENOMEM;
+	pin_to(pin_cpus[0]);
+	return pthread_atfork(NULL, NULL, pin_child) ? -ENOMEM : 0;
+}
+
 
 void
 mpb_register(struct mpb_suite *s)
@@ -64,6 +149,16 @@ mpb_median(double *v, int n)
 		return 0;
 	qsort(v, (size_t)n, sizeof(*v), cmp_double);
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+double
+mpb_summary(double *v, int n, double *spread)
+{
+	double m = mpb_median(v, n);
+
+	/* mpb_median sorted v: the extremes are at the ends. */
+	*spread = n > 1 && m > 0 ? (v[n - 1] - v[0]) / m : 0;
+	return m;
 }
 
 int64_t
@@ -235,6 +330,40 @@ ratio(const struct mpb_row *r)
 	return NAN;
 }
 
+static bool
+is_mproc(const struct mpb_row *r)
+{
+	return strncmp(r->impl, "mproc", 5) == 0;
+}
+
+static double
+speed(const struct mpb_row *r)
+{
+	if (r->higher_better)
+		return r->ops;
+	return r->ns_op > 0 ? 1e9 / r->ns_op : 0;
+}
+
+/*
+ * For an mproc row: its speed relative to the fastest row of its group
+ * that is not mproc's, and that row.  NAN when there is none.
+ */
+static double
+vs_best(const struct mpb_row *r, const struct mpb_row **best)
+{
+	*best = NULL;
+	if (!is_mproc(r))
+		return NAN;
+	for (size_t i = 0; i < nrows; i++) {
+		const struct mpb_row *b = &rows[i];
+		if (is_mproc(b) || !same_group(b, r) || speed(b) <= 0)
+			continue;
+		if (*best == NULL || speed(b) > speed(*best))
+			*best = b;
+	}
+	return *best ? speed(r) / speed(*best) : NAN;
+}
+
 static const char *
 human(double v, char *buf, size_t len)
 {
@@ -270,15 +399,17 @@ print_table(FILE *f)
 {
 	const char *suite = NULL;
 	char a[32], b[32], c[32], d[32], e[32], g[32];
+	int noisy = 0;
 
 	for (size_t i = 0; i < nrows; i++) {
 		const struct mpb_row *r = &rows[i];
 		if (r->suite != suite) {
 			suite = r->suite;
-			fprintf(f, "\n== %s\n%-22s %-18s %8s %9s %9s %9s %9s "
-				"%9s %9s %7s\n", suite, "workload", "impl",
-				"size", "ops/s", "MB/s", "per op", "p50", "p99",
-				"p99.9", "ratio");
+			fprintf(f, "\n== %s\n%-22s %-18s %8s %9s %9s %9s %5s "
+				"%9s %9s %9s %7s  %s\n", suite, "workload", "impl",
+				"size", "ops/s", "MB/s", "per op", "+-%",
+				"p50", "p99", "p99.9", "ratio",
+				"vs best other");
 		}
 		double q = ratio(r);
 		char rs[16];
@@ -287,16 +418,37 @@ print_table(FILE *f)
 		else
 			snprintf(rs, sizeof(rs), r->baseline ? "(base)" :
 				 "%.2fx", q);
-		fprintf(f, "%-22s %-18s %8zu %9s %9s %9s %9s %9s %9s %7s\n",
-			r->name, r->impl, r->size, human(r->ops, a, sizeof(a)),
+		char sp[16];
+		if (r->spread > 0)
+			snprintf(sp, sizeof(sp), "%.0f", r->spread * 100);
+		else
+			snprintf(sp, sizeof(sp), "-");
+		if (r->spread > NOISY)
+			noisy++;
+		const struct mpb_row *best;
+		double vb = vs_best(r, &best);
+		char bs[64] = "";
+		if (!isnan(vb))
+			snprintf(bs, sizeof(bs), "%.2fx %s", vb, best->impl);
+		fprintf(f, "%-22s %-18s %8zu %9s %9s %9s %5s %9s %9s %9s "
+			"%7s  %s\n", r->name, r->impl, r->size,
+			human(r->ops, a, sizeof(a)),
 			human(r->mbps, b, sizeof(b)),
-			ns_str(r->ns_op, c, sizeof(c)),
+			ns_str(r->ns_op, c, sizeof(c)), sp,
 			ns_str(r->lat.p50, d, sizeof(d)),
 			ns_str(r->lat.p99, e, sizeof(e)),
-			ns_str(r->lat.p999, g, sizeof(g)), rs);
+			ns_str(r->lat.p999, g, sizeof(g)), rs, bs);
 	}
 	fprintf(f, "\nratio: speed relative to the group's (base) row, "
-		"measured in the same run; >1 is faster.\n");
+		"measured in the same run; >1 is faster.\nvs best other: an "
+		"mproc row's speed relative to the fastest other mechanism "
+		"of its group.\n+-%%: spread of the repeats, (max - min) / "
+		"median.\n");
+	if (noisy > 0)
+		fprintf(f, "WARNING: %d rows spread more than %.0f%% between "
+			"repeats: this machine is too noisy for those figures "
+			"to hold; rerun with more --repeat and --seconds, "
+			"--pin, or on a quiet machine.\n", noisy, NOISY * 100);
 }
 
 static void
@@ -329,9 +481,14 @@ write_json(const char *path, const struct mpb_opts *o)
 		return -errno;
 	fprintf(f, "{\n  \"mproc_version\": ");
 	json_str(f, mp_version());
+	fprintf(f, ",\n  \"cpu_model\": ");
+	json_str(f, machine.cpu);
+	fprintf(f, ",\n  \"kernel\": ");
+	json_str(f, machine.kernel);
 	fprintf(f, ",\n  \"cpus\": %d,\n  \"seconds\": %g,\n  "
-		"\"repeat\": %d,\n  \"rows\": [", mp_cpu_count(),
-		o->seconds, o->repeat);
+		"\"repeat\": %d,\n  \"pinned\": %s,\n  \"rows\": [",
+		machine.cpus, o->seconds, o->repeat,
+		pin_ctl ? "true" : "false");
 	for (size_t i = 0; i < nrows; i++) {
 		const struct mpb_row *r = &rows[i];
 		double q = ratio(r);
@@ -345,15 +502,25 @@ write_json(const char *path, const struct mpb_opts *o)
 			"\"mb_per_s\": %.6g, \"ns_per_op\": %.6g, "
 			"\"p50_ns\": %.6g, \"p90_ns\": %.6g, "
 			"\"p99_ns\": %.6g, \"p999_ns\": %.6g, "
-			"\"max_ns\": %.6g, \"baseline\": %s, "
-			"\"ratio\": ", r->size, finite_or_zero(r->ops),
-			finite_or_zero(r->mbps), finite_or_zero(r->ns_op),
-			r->lat.p50, r->lat.p90, r->lat.p99, r->lat.p999,
-			r->lat.max, r->baseline ? "true" : "false");
+			"\"max_ns\": %.6g, \"spread\": %.4g, "
+			"\"baseline\": %s, \"ratio\": ", r->size,
+			finite_or_zero(r->ops), finite_or_zero(r->mbps),
+			finite_or_zero(r->ns_op), r->lat.p50, r->lat.p90,
+			r->lat.p99, r->lat.p999, r->lat.max, r->spread,
+			r->baseline ? "true" : "false");
 		if (isnan(q))
-			fprintf(f, "null}");
+			fprintf(f, "null");
 		else
-			fprintf(f, "%.4g}", q);
+			fprintf(f, "%.4g", q);
+		const struct mpb_row *best;
+		double vb = vs_best(r, &best);
+		if (isnan(vb)) {
+			fprintf(f, ", \"vs_best\": null}");
+		} else {
+			fprintf(f, ", \"vs_best\": %.4g, \"best_other\": ", vb);
+			json_str(f, best->impl);
+			fprintf(f, "}");
+		}
 	}
 	fprintf(f, "\n  ]\n}\n");
 	if (f != stdout && fclose(f) != 0)
@@ -369,16 +536,16 @@ write_csv(const char *path)
 	if (f == NULL)
 		return -errno;
 	fprintf(f, "suite,workload,impl,size,ops_per_s,mb_per_s,ns_per_op,"
-		"p50_ns,p90_ns,p99_ns,p999_ns,max_ns,baseline,ratio\n");
+		"p50_ns,p90_ns,p99_ns,p999_ns,max_ns,spread,baseline,ratio\n");
 	for (size_t i = 0; i < nrows; i++) {
 		const struct mpb_row *r = &rows[i];
 		double q = ratio(r);
 		fprintf(f, "%s,\"%s\",\"%s\",%zu,%.6g,%.6g,%.6g,%.6g,%.6g,"
-			"%.6g,%.6g,%.6g,%d,", r->suite, r->name, r->impl,
+			"%.6g,%.6g,%.6g,%.4g,%d,", r->suite, r->name, r->impl,
 			r->size, finite_or_zero(r->ops),
 			finite_or_zero(r->mbps), finite_or_zero(r->ns_op),
 			r->lat.p50, r->lat.p90, r->lat.p99, r->lat.p999,
-			r->lat.max, r->baseline);
+			r->lat.max, r->spread, r->baseline);
 		if (isnan(q))
 			fprintf(f, "\n");
 		else
@@ -395,7 +562,7 @@ usage(FILE *f)
 	fprintf(f, "usage: mpbench [SUITE...] [--seconds S] [--repeat N] "
 		"[--sizes 8,64,...]\n"
 		"               [--producers N] [--consumers N] [--quick] "
-		"[--json FILE] [--csv FILE] [--list]\n\nsuites:\n");
+		"[--pin] [--json FILE] [--csv FILE] [--list]\n\nsuites:\n");
 	for (struct mpb_suite *s = suites; s; s = s->next)
 		fprintf(f, "  %-10s %s\n", s->name, s->what);
 }
@@ -451,16 +618,18 @@ main(int argc, char **argv)
 		{ "json", required_argument, NULL, 'j' },
 		{ "csv", required_argument, NULL, 'v' },
 		{ "quick", no_argument, NULL, 'q' },
+		{ "pin", no_argument, NULL, 'P' },
 		{ "list", no_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct mpb_opts o = { .seconds = 1.0, .repeat = 3 };
+	struct mpb_opts o = { .seconds = 0.3, .repeat = 3 };
 	const char *json = NULL, *csv = NULL;
 	char *end;
 	int c, rc = 0, ran = 0;
 
-	while ((c = getopt_long(argc, argv, "s:r:z:p:c:j:v:qlh", longopts,
+	describe_machine();
+	while ((c = getopt_long(argc, argv, "s:r:z:p:c:j:v:qPlh", longopts,
 				NULL)) != -1) {
 		switch (c) {
 		case 's':
@@ -504,6 +673,13 @@ main(int argc, char **argv)
 			o.seconds = 0.05;
 			o.repeat = 1;
 			break;
+		case 'P':
+			if ((rc = pin_setup()) < 0) {
+				fprintf(stderr, "mpbench: --pin: %s\n",
+					mp_strerror(rc));
+				return 2;
+			}
+			break;
 		case 'l':
 			for (struct mpb_suite *s = suites; s; s = s->next)
 				printf("%s\n", s->name);
@@ -526,8 +702,10 @@ main(int argc, char **argv)
 			return 2;
 		}
 	}
-	printf("mpbench %s: %d CPUs, %.2f s a measurement, median of %d\n",
-	       mp_version(), mp_cpu_count(), o.seconds, o.repeat);
+	printf("mpbench %s on %s, %d CPUs, %s\n%.2f s a measurement, median "
+	       "of %d%s\n", mp_version(), machine.cpu, machine.cpus,
+	       machine.kernel, o.seconds, o.repeat,
+	       pin_ctl ? ", processes pinned round-robin" : "");
 	for (struct mpb_suite *s = suites; s; s = s->next) {
 		bool want = optind == argc;
 		for (int i = optind; i < argc; i++)

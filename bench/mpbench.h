@@ -39,6 +39,7 @@ struct mpb_row {
 	struct mpb_lat lat;
 	bool baseline;		/* the row the group's ratios divide by */
 	bool higher_better;	/* ratio of ops (true) or of ns_op (false) */
+	double spread;		/* (max - min) / median of the repeats, 0: unknown */
 };
 
 /* Add a row to the report. */
@@ -69,6 +70,9 @@ int64_t mpb_now(void);
 
 /* The median of n doubles (sorts them in place). */
 double mpb_median(double *v, int n);
+
+/* The median of n doubles, and their spread (max - min) / median. */
+double mpb_summary(double *v, int n, double *spread);
 
 /* Duration of one measurement in ns, from the options. */
 int64_t mpb_duration(const struct mpb_opts *o);

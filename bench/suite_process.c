@@ -104,7 +104,8 @@ run(const struct mpb_opts *o)
 		struct mpb_row row = { .baseline = impls[i].baseline };
 		snprintf(row.name, sizeof(row.name), "start+join");
 		snprintf(row.impl, sizeof(row.impl), "%s", impls[i].impl);
-		row.ns_op = mpb_median(v[i], o->repeat < 64 ? o->repeat : 64);
+		row.ns_op = mpb_summary(v[i], o->repeat < 64 ? o->repeat : 64,
+					 &row.spread);
 		row.ops = 1e9 / row.ns_op;
 		mpb_hist_lat(&h[i], &row.lat);
 		mpb_report(&row);

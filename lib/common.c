@@ -13,7 +13,10 @@
 const char *
 mp_strerror(int err)
 {
-	if (err < 0 && err > INT32_MIN)
+	/* Accept both signs; INT_MIN has no positive twin and is unknown. */
+	if (err == INT32_MIN)
+		return "unknown error";
+	if (err < 0)
 		err = -err;
 	switch (-err) {
 #define MP__ERR_CASE(name, n, text) case name: return text;

@@ -446,7 +446,8 @@ detach(int fd)
 	if (pthread_attr_init(&attr))
 		return false;
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, 64 * 1024);
+	/* It only waits: a small stack, with room for sanitizer runtimes. */
+	pthread_attr_setstacksize(&attr, 256 * 1024);
 	/* The reaper must not take the application's signals. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);

@@ -140,8 +140,10 @@ t_leak_setup(void)
 void
 t_leak_check(void)
 {
-	cr_expect_eq(t_fd_count(), leak_fds, "fd leak: %d open, %d before",
-		     t_fd_count(), leak_fds);
-	cr_expect_eq(t_shm_count(), leak_shm, "/dev/shm: %d entries, %d before",
-		     t_shm_count(), leak_shm);
+	int fds = t_fd_count(), shm = t_shm_count();
+
+	cr_assert_eq(fds, leak_fds, "fd leak: %d open, %d before", fds,
+		     leak_fds);
+	cr_assert_eq(shm, leak_shm, "/dev/shm: %d entries, %d before", shm,
+		     leak_shm);
 }

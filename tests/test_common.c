@@ -20,7 +20,7 @@
 
 T_SUITE(common);
 
-Test(common, strerror_covers_errno_and_own_codes)
+T_TEST(common, strerror_covers_errno_and_own_codes)
 {
 	cr_assert_str_eq(mp_strerror(0), "success");
 	cr_assert_str_neq(mp_strerror(-EINVAL), "unknown error");
@@ -38,13 +38,13 @@ Test(common, strerror_covers_errno_and_own_codes)
 	cr_assert_not_null(mp_strerror(INT32_MIN));
 }
 
-Test(common, version_matches_headers)
+T_TEST(common, version_matches_headers)
 {
 	cr_assert_str_eq(mp_version(), MP_VERSION_STRING);
 	cr_assert_eq(mp_version_number(), (unsigned)MP_VERSION_NUMBER);
 }
 
-Test(common, cpu_count_is_affinity)
+T_TEST(common, cpu_count_is_affinity)
 {
 	cpu_set_t set;
 
@@ -53,7 +53,7 @@ Test(common, cpu_count_is_affinity)
 	cr_assert_geq(mp_cpu_count(), 1);
 }
 
-Test(common, timeout_macros)
+T_TEST(common, timeout_macros)
 {
 	cr_assert_eq(MP_MSEC(3), 3000000);
 	cr_assert_eq(MP_SEC(2), 2000000000LL);
@@ -71,7 +71,7 @@ shm_child(void *arg)
 	return T_PASS;
 }
 
-Test(common, shm_is_zeroed_and_shared_with_children)
+T_TEST(common, shm_is_zeroed_and_shared_with_children)
 {
 	uint64_t *p = mp_shm_alloc(3 * 4096);
 
@@ -85,7 +85,7 @@ Test(common, shm_is_zeroed_and_shared_with_children)
 	mp_shm_free(p);
 }
 
-Test(common, shm_bad_input)
+T_TEST(common, shm_bad_input)
 {
 	char local[128];
 
@@ -98,7 +98,7 @@ Test(common, shm_bad_input)
 	free(p);
 }
 
-Test(common, shm_alloc_free_cycles_leave_nothing)
+T_TEST(common, shm_alloc_free_cycles_leave_nothing)
 {
 	for (int i = 0; i < 10000; i++) {
 		void *p = mp_shm_alloc(100);
@@ -108,7 +108,7 @@ Test(common, shm_alloc_free_cycles_leave_nothing)
 	/* t_leak_check (fini) asserts on fds and /dev/shm. */
 }
 
-Test(common, deadline_rejects_bad_timeouts)
+T_TEST(common, deadline_rejects_bad_timeouts)
 {
 	int64_t d;
 
@@ -122,7 +122,7 @@ Test(common, deadline_rejects_bad_timeouts)
 	cr_assert_leq(d, mp__now());
 }
 
-Test(common, futex_wait_honours_timeout)
+T_TEST(common, futex_wait_honours_timeout)
 {
 	uint32_t w = 0;
 	int64_t d, t0 = t_now();
@@ -160,7 +160,7 @@ wake_child(void *arg)
 	return T_PASS;
 }
 
-Test(common, futex_wakes_a_sleeper_in_another_process)
+T_TEST(common, futex_wakes_a_sleeper_in_another_process)
 {
 	struct wake_arg *a = mp_shm_alloc(sizeof(*a));
 	int64_t d;
@@ -182,7 +182,7 @@ on_alarm(int sig)
 	(void)sig;
 }
 
-Test(common, futex_wait_survives_signals)
+T_TEST(common, futex_wait_survives_signals)
 {
 	struct sigaction sa = { .sa_handler = on_alarm };
 	struct itimerval it = { { 0, 2000 }, { 0, 2000 } };
@@ -209,7 +209,7 @@ waitv_child(void *arg)
 	return T_PASS;
 }
 
-Test(common, futex_waitv_reports_the_woken_word)
+T_TEST(common, futex_waitv_reports_the_woken_word)
 {
 	uint32_t *w = mp_shm_alloc(128 * sizeof(*w));
 	struct mp__futex_waiter wv[128];
@@ -240,7 +240,7 @@ exit_now(void *arg)
 	return 0;
 }
 
-Test(common, task_alive_sees_zombies_as_dead)
+T_TEST(common, task_alive_sees_zombies_as_dead)
 {
 	cr_assert(mp__task_alive(getpid()));
 	cr_assert_eq(mp__pid(), getpid());
@@ -268,7 +268,7 @@ tid_in_child(void *arg)
 	return T_PASS;
 }
 
-Test(common, cached_ids_are_right_after_fork)
+T_TEST(common, cached_ids_are_right_after_fork)
 {
 	pid_t tid = mp__tid();	/* fill the cache before forking */
 

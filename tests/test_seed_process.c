@@ -44,7 +44,7 @@ f(void *name)
 	return 0;
 }
 
-Test(seed_process, child_prints_its_parent_and_itself)
+T_TEST(seed_process, child_prints_its_parent_and_itself)
 {
 	int out = memfd_create("seed-out", MFD_CLOEXEC);
 	int saved = dup(STDOUT_FILENO);
