@@ -26,15 +26,19 @@
  * (seq, READY) -> (seq, READING, consumer) -> (seq + maxsize, FREE).  This
  * is Vyukov's bounded MPMC sequence ring with the claim moved from the
  * index to the slot: the claim is the CAS on the slot word, and it names
- * the claimer.  head and tail are only hints, advanced by CAS after a
- * claim by the claimer or by anyone who finds the slot at the hint
- * already claimed ("helping", as in Michael and Scott's queue).
+ * the claimer.  head and tail are only hints: an operation starts at the
+ * later of the shared hint and its own process's hint (the position after
+ * its last claim, kept in the heap handle), walks past claimed slots, and
+ * publishes its position to the shared hint by CAS once every HINT_EVERY
+ * positions and whenever it blocks.  A bare Vyukov ring CASes the shared
+ * index on every operation; here a lone producer or consumer keeps its
+ * index line to itself and pays one CAS a message, on the slot.
  *
  * Put at position t: load slot(t).word w, seq difference d = seq - t.
  *   d == 0, FREE      CAS to (t, WRITING, me): the slot is ours;
  *   d == 0, claimed   or d > 0: someone else has t, step to t + 1;
  *   d < 0             the slot still serves the previous lap: full.
- * Then copy len and data in, publish with a release (READY), advance tail.
+ * Then copy len and data in and publish with a release (READY).
  * Get at position h is the mirror: READY at h is claimed by CAS to
  * (h, READING, me) after checking its length against the caller's buffer
  * (too small: -EMSGSIZE without claiming, so the message stays queued);
@@ -48,7 +52,9 @@
  *     has been claimed by a producer (or retired by a repair); a cursor
  *     only passes a slot it claimed or saw claimed.  The same holds for
  *     head and consumers.  So no position is skipped and none is claimed
- *     twice: a claim is a CAS from the one word (t, FREE).
+ *     twice: a claim is a CAS from the one word (t, FREE).  A process's
+ *     own hint is shared by its threads; a thread may store an older
+ *     value over a newer one, which only makes the next walk longer.
  *  2. A slot at (h, FREE) means no position >= h is claimed: producers
  *     claim positions in order (invariant 1), so an empty-looking slot at
  *     the head is a truly empty queue, and a consumer returns -EPIPE on a
@@ -65,26 +71,42 @@
  *     by close, a repair).  task_done refuses to make it negative.
  *
  * Memory ordering (x86 is TSO; ck_pr's fences are no-ops there but are
- * written for the other models).  The claim CAS and ck_pr_fas publish
- * are full barriers.  A consumer's load of READY is ordered before its
- * loads of len/data by ck_pr_fence_load; a release of the slot is ordered
- * after the copy out by ck_pr_fence_load_store.
+ * written for the other models).  The claim CAS is a full barrier.  The
+ * data and len stores are ordered before READY by ck_pr_fence_store; a
+ * consumer's load of READY is ordered before its loads of len and data by
+ * ck_pr_fence_load; the release of a slot is ordered after the copy out
+ * by ck_pr_fence_load_store.
  *
- * Sleeping and waking (no lost wake-up).  A blocked caller spins briefly
- * with ck_backoff, yields, then sleeps.  To sleep it sets its side's flag
- * with an atomic exchange (a full barrier), reads the side's seq, re-checks
- * that the slot word it is blocked on and the closed flag are unchanged,
- * and calls FUTEX_WAIT(seq, value read).  A waker changes a slot word with
- * ck_pr_fas (a full barrier) and then reads the flag; only when it is set
- * does it clear it, increment seq and FUTEX_WAKE everyone.  Dekker: either
- * the waker sees the flag, or the sleeper's re-check sees the new slot
- * word.  If the waker's increment of seq lands after the sleeper read seq,
- * the kernel finds seq changed and the wait returns at once.  A flag (not
- * a count) is used so that a sleeper killed in its sleep leaves nothing
- * behind: the next wake clears the flag and the dead never set it again.
- * Every sleep is bounded (1 ms when blocked on a slot that a process
- * holds, 100 ms otherwise) so that a waker killed between its publish and
- * its wake costs a bounded delay, never a hang.
+ * Sleeping and waking.  A blocked caller spins briefly with ck_backoff,
+ * yields, then sleeps.  To sleep it sets its side's flag with an atomic
+ * exchange (a full barrier), reads the side's seq, re-checks that the
+ * slot word it is blocked on and the closed flag are unchanged, and calls
+ * FUTEX_WAIT(seq, value read).  The other side reads the flag right after
+ * its claim CAS (a full barrier) and, if it was set, after publishing (or
+ * releasing) fences, clears the flag, increments seq and FUTEX_WAKEs
+ * everyone.  The fast path thus adds one load of a line that is written
+ * only when someone goes to sleep: no fence, no system call.
+ *  W1. No lost wake-up for an empty or full queue.  A consumer sleeps on
+ *      an empty queue only after seeing (h, FREE) again after its flag
+ *      exchange.  The producer that fills h CASes that word, then reads
+ *      the flag.  Dekker: either the producer reads the flag set and
+ *      wakes after publishing, or the consumer's re-check sees the claim
+ *      and does not sleep on "empty".  If the increment of seq lands after
+ *      the sleeper read seq, the kernel sees seq changed and returns at
+ *      once.  The mirror argument holds for a producer on a full queue
+ *      (the consumer's claim CAS changes the word it sleeps on).
+ *  W2. A caller blocked on a held slot (WRITING or READING: its holder is
+ *      copying, or preempted, or dead) may miss the holder's wake, since
+ *      the holder read the flag at its claim, before the caller set it;
+ *      so such sleeps are bounded to NAP_HELD_NS and re-checked.  This
+ *      only happens when a holder stays between claim and publish longer
+ *      than the whole spin-and-yield phase.
+ *  W3. A flag, not a count, so that a sleeper killed in its sleep leaves
+ *      nothing behind: the next wake clears it and the dead never set it
+ *      again.  Other sleeps are bounded to NAP_IDLE_NS, so a waker killed
+ *      between its publish and its wake costs a bounded delay, not a hang.
+ * Zero-copy commit and release may come long after the claim, so they
+ * publish with an exchange and read the flag afresh.
  *
  * Close.  close sets closed (an exchange, a full barrier) and wakes both
  * sides.  A put checks closed before claiming, and again after its claim
@@ -97,18 +119,18 @@
  *
  * Crash analysis: what a survivor sees after a kill at each step.
  *  - Put, before its claim CAS: nothing was changed.
- *  - Put, after the CAS, before advancing tail: tail lags; other puts step
- *    over the claimed slot and advance tail past it (helping).
+ *  - Put, after the CAS, before advancing the hints: the shared tail lags;
+ *    other puts walk over the claimed slot and advance it past.
  *  - Put, while WRITING (copying): the slot is (t, WRITING, dead tid).  A
  *    consumer waiting at t, or a producer a lap later, sees the same word
- *    for 1 ms, asks mp__task_alive(tid) and, when the claimer is dead,
+ *    for STALL_NS (1 ms), asks mp__task_alive(tid) and, when it is dead,
  *    retires the slot with a CAS to (t + maxsize, FREE): a tombstone that
  *    consumers step over.  lost and skipped are incremented once (by the
  *    CAS winner).  The put had not returned, so no acknowledged message
  *    is lost.
  *  - Put, after publishing READY: the message is queued and will be
  *    delivered; the put is complete, however its caller then dies.  A
- *    wake it did not make is made up for by the sleepers' 100 ms bound.
+ *    wake it did not make is made up for by the sleepers' bound (W3).
  *  - Get, before its claim CAS: nothing was changed.
  *  - Get, while READING: the slot is (h, READING, dead tid); the producer
  *    waiting for it a lap later (or a consumer that finds it at the head)
