@@ -142,7 +142,8 @@
  *    their next bounded wake-up.
  * A waiter that finds an owner alive keeps waiting; a tid reused by an
  * unrelated task reads as alive, which delays repair but never corrupts.
- * The per-process handle (heap) holds only the mapping and cached sizes.
+ * The per-process handle (heap) holds only the mapping, cached sizes and
+ * hints; freed handles are kept for reuse (see handle_alloc).
  *
  * Overlap: any number of puts, gets, batch, zero-copy, close, qsize and
  * repairs run at once; repairs race only through CAS on the slot word.
@@ -152,6 +153,7 @@
 #include <mproc/queue.h>
 
 #include <limits.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
 #include <string.h>
@@ -242,8 +244,63 @@ struct mp_queue {
 	/* The held slot last seen blocking this process, and since when. */
 	uint64_t stall_word;
 	int64_t stall_since;
+	struct mp_queue *next_spare;	/* in the spare list once freed */
 	uint32_t magic;
 };
+
+/*
+ * Freed handles are kept for reuse rather than given back to malloc, so
+ * that a call on a freed handle reads memory that is still ours and finds
+ * the magic cleared (-EINVAL), never a use after free.  The lock is taken
+ * around fork() so that a child never inherits it held.
+ */
+static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
+static struct mp_queue *spare;
+
+static void
+spare_lock_take(void)
+{
+	pthread_mutex_lock(&spare_lock);
+}
+
+static void
+spare_lock_drop(void)
+{
+	pthread_mutex_unlock(&spare_lock);
+}
+
+static void
+spare_init(void)
+{
+	pthread_atfork(spare_lock_take, spare_lock_drop, spare_lock_drop);
+}
+
+static struct mp_queue *
+handle_alloc(void)
+{
+	struct mp_queue *q;
+
+	pthread_once(&spare_once, spare_init);
+	pthread_mutex_lock(&spare_lock);
+	if ((q = spare) != NULL)
+		spare = q->next_spare;
+	pthread_mutex_unlock(&spare_lock);
+	if (q == NULL)
+		return calloc(1, sizeof(*q));
+	memset(q, 0, sizeof(*q));
+	return q;
+}
+
+static void
+handle_free(struct mp_queue *q)
+{
+	pthread_once(&spare_once, spare_init);
+	pthread_mutex_lock(&spare_lock);
+	q->next_spare = spare;
+	spare = q;
+	pthread_mutex_unlock(&spare_lock);
+}
 
 /* What a blocked operation waits on: the slot and the word it saw. */
 struct block {
@@ -691,7 +748,7 @@ mp_queue_new(mp_queue **out, size_t maxsize, size_t msg_max)
 	if (slot_size > (SIZE_MAX >> 4) / maxsize)
 		return -EINVAL;
 	len = sizeof(struct qshm) + slot_size * maxsize;
-	if ((q = calloc(1, sizeof(*q))) == NULL)
+	if ((q = handle_alloc()) == NULL)
 		return -ENOMEM;
 	if ((rc = mp__region_map(len, &base)) < 0)
 		goto fail_free;
@@ -711,7 +768,7 @@ mp_queue_new(mp_queue **out, size_t maxsize, size_t msg_max)
 	*out = q;
 	return 0;
 fail_free:
-	free(q);
+	handle_free(q);
 	return rc;
 }
 
@@ -722,7 +779,7 @@ mp_queue_free(mp_queue *q)
 		return;
 	q->magic = 0;
 	mp__region_unmap(q->s, q->maplen);
-	free(q);
+	handle_free(q);
 }
 
 /*
@@ -790,7 +847,8 @@ mp_queue_put_many(mp_queue *q, const void *const msgs[], const size_t lens[],
 		if (rc < 0)
 			break;
 		claimed(&q->put_hint, &q->s->tail, cursor);
-		memcpy(sl->data, msgs[i], lens[i]);
+		if (lens[i] != 0)	/* msgs[i] may be NULL then */
+			memcpy(sl->data, msgs[i], lens[i]);
 		publish(sl, cursor, lens[i], false);
 		cursor++;
 		i++;
@@ -928,7 +986,8 @@ mp_queue_get_many(mp_queue *q, void *buf, size_t cap, size_t lens[],
 	 */
 	for (i = 0;;) {
 		claimed(&q->get_hint, &q->s->head, cursor);
-		memcpy((unsigned char *)buf + i * cap, sl->data, len);
+		if (len != 0)		/* buf may be NULL then */
+			memcpy((unsigned char *)buf + i * cap, sl->data, len);
 		lens[i++] = len;
 		release_slot(q, sl, false);
 		cursor++;
