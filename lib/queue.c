@@ -235,7 +235,8 @@ struct mp_queue {
 	unsigned char *slots;
 	size_t maplen;
 	uint64_t cap;		/* maxsize: slots in the ring */
-	uint64_t mask;		/* cap - 1 when cap is a power of two, else 0 */
+	uint64_t mask;		/* cap - 1 when cap is a power of two */
+	bool pow2;
 	size_t msg_max;
 	size_t slot_size;
 	/* Where this process's next claim starts looking (invariant 1). */
@@ -363,7 +364,7 @@ w_held(uint64_t w)
 static inline struct slot *
 slot_at(const struct mp_queue *q, uint64_t pos)
 {
-	uint64_t i = q->mask != 0 || q->cap == 1 ? pos & q->mask : pos % q->cap;
+	uint64_t i = MP__LIKELY(q->pow2) ? pos & q->mask : pos % q->cap;
 
 	return (struct slot *)(q->slots + i * q->slot_size);
 }
@@ -487,6 +488,23 @@ claimed(uint64_t *local, uint64_t *shared, uint64_t pos)
 }
 
 /*
+ * A put claimed position t and then found the queue closed: hand the
+ * slot on as if consumed (skipped, not lost) and wake whoever waits.
+ */
+static void
+retire_claim(struct mp_queue *q, struct slot *sl, uint64_t t)
+{
+	struct qshm *s = q->s;
+
+	ck_pr_fas_64(&sl->word, mkw(t + q->cap, ST_FREE, 0));
+	ck_pr_inc_64(&s->join.skipped);
+	ck_pr_fence_atomic_load();
+	wake_side(&s->get);
+	wake_join(s);
+	advance(&s->tail, t + 1);
+}
+
+/*
  * Producer claim.  *cursor is the position to try first; on success it
  * is the claimed position, and *saw is or-ed with the consumers' sleep
  * flag as read after the claim.  Returns 1 (claimed), 0 (full: *b says on
@@ -516,13 +534,7 @@ claim_put(struct mp_queue *q, uint64_t *cursor, struct slot **out,
 			 */
 			ck_pr_fence_atomic_load();
 			if (MP__UNLIKELY(ck_pr_load_32(&s->closed) != 0)) {
-				ck_pr_fas_64(&sl->word,
-					     mkw(t + q->cap, ST_FREE, 0));
-				ck_pr_inc_64(&s->join.skipped);
-				ck_pr_fence_atomic_load();
-				wake_side(&s->get);
-				wake_join(s);
-				advance(&s->tail, t + 1);
+				retire_claim(q, sl, t);
 				return -EPIPE;
 			}
 			*saw |= ck_pr_load_32(&s->get.flag);
@@ -610,6 +622,61 @@ claim_get(struct mp_queue *q, uint64_t *cursor, size_t cap,
 		if ((int64_t)(hint - h) > 0)
 			h = hint;
 	}
+}
+
+/*
+ * The common case of claim_put, inline: the slot at *cursor is free for
+ * it.  Anything else goes to claim_put.  tid is me(), read once a call.
+ */
+static inline int
+claim_put_fast(struct mp_queue *q, uint64_t *cursor, struct slot **out,
+	       struct block *b, uint32_t *saw, uint32_t tid)
+{
+	struct qshm *s = q->s;
+	uint64_t t = *cursor, w;
+	struct slot *sl = slot_at(q, t);
+
+	w = ck_pr_load_64(&sl->word);
+	if (MP__LIKELY(w == mkw(t, ST_FREE, 0)) &&
+	    ck_pr_cas_64(&sl->word, w, mkw(t, ST_WRITING, tid))) {
+		/* As in claim_put: ordered after the claim. */
+		ck_pr_fence_atomic_load();
+		if (MP__UNLIKELY(ck_pr_load_32(&s->closed) != 0)) {
+			retire_claim(q, sl, t);
+			return -EPIPE;
+		}
+		*saw |= ck_pr_load_32(&s->get.flag);
+		*out = sl;
+		return 1;
+	}
+	return claim_put(q, cursor, out, b, saw);
+}
+
+/* The common case of claim_get, inline: the slot at *cursor is ready. */
+static inline int
+claim_get_fast(struct mp_queue *q, uint64_t *cursor, size_t cap,
+	       struct slot **out, size_t *lenp, struct block *b,
+	       uint32_t *saw, uint32_t tid)
+{
+	struct qshm *s = q->s;
+	uint64_t h = *cursor, w;
+	struct slot *sl = slot_at(q, h);
+	size_t len;
+
+	w = ck_pr_load_64(&sl->word);
+	/* Orders the len load after READY's load. */
+	ck_pr_fence_load();
+	len = ck_pr_load_32(&sl->len);
+	if (MP__LIKELY(w == mkw(h, ST_READY, 0)) && len <= cap &&
+	    ck_pr_cas_64(&sl->word, w, mkw(h, ST_READING, tid))) {
+		/* As in claim_get: ordered after the claim. */
+		ck_pr_fence_atomic_load();
+		*saw |= ck_pr_load_32(&s->put.flag);
+		*out = sl;
+		*lenp = len;
+		return 1;
+	}
+	return claim_get(q, cursor, cap, out, lenp, b, saw);
 }
 
 /*
@@ -757,7 +824,8 @@ mp_queue_new(mp_queue **out, size_t maxsize, size_t msg_max)
 	q->slots = (unsigned char *)base + sizeof(struct qshm);
 	q->maplen = len;
 	q->cap = maxsize;
-	q->mask = (maxsize & (maxsize - 1)) == 0 ? maxsize - 1 : 0;
+	q->pow2 = (maxsize & (maxsize - 1)) == 0;
+	q->mask = maxsize - 1;
 	q->msg_max = msg_max;
 	q->slot_size = slot_size;
 	for (uint64_t i = 0; i < maxsize; i++)
@@ -820,7 +888,7 @@ mp_queue_put_many(mp_queue *q, const void *const msgs[], const size_t lens[],
 	struct slot *sl;
 	struct block b;
 	uint64_t cursor;
-	uint32_t saw = 0;
+	uint32_t saw = 0, tid;
 	size_t i = 0;
 	int rc = 0;
 
@@ -836,8 +904,9 @@ mp_queue_put_many(mp_queue *q, const void *const msgs[], const size_t lens[],
 	if (MP__UNLIKELY(ck_pr_load_32(&q->s->closed) != 0))
 		return -EPIPE;
 	cursor = start_at(&q->put_hint, &q->s->tail);
+	tid = me();
 	while (i < n) {
-		rc = claim_put(q, &cursor, &sl, &b, &saw);
+		rc = claim_put_fast(q, &cursor, &sl, &b, &saw, tid);
 		if (rc == 0) {
 			/* Wake consumers for what we published, then wait. */
 			wake_if(&q->s->get, saw);
@@ -860,10 +929,43 @@ mp_queue_put_many(mp_queue *q, const void *const msgs[], const size_t lens[],
 int
 mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 {
+	struct qshm *s;
+	struct slot *sl;
+	uint64_t t, w;
+	uint32_t saw;
 	ssize_t rc;
 
-	if (valid(q) && len > q->msg_max)
+	if (MP__UNLIKELY(!valid(q)))
+		return -EINVAL;
+	if (MP__UNLIKELY(len > q->msg_max))
 		return -EMSGSIZE;
+	/*
+	 * The fast path: put_many's first step, unrolled for one message
+	 * (the first slot tried is free).  Anything else takes put_many.
+	 */
+	s = q->s;
+	if (MP__LIKELY((msg != NULL || len == 0) && MP__TIMEOUT_OK(timeout_ns) &&
+		       ck_pr_load_32(&s->closed) == 0)) {
+		t = start_at(&q->put_hint, &s->tail);
+		sl = slot_at(q, t);
+		w = ck_pr_load_64(&sl->word);
+		if (w == mkw(t, ST_FREE, 0) &&
+		    ck_pr_cas_64(&sl->word, w, mkw(t, ST_WRITING, me()))) {
+			/* As in claim_put: ordered after the claim. */
+			ck_pr_fence_atomic_load();
+			if (MP__UNLIKELY(ck_pr_load_32(&s->closed) != 0)) {
+				retire_claim(q, sl, t);
+				return -EPIPE;
+			}
+			saw = ck_pr_load_32(&s->get.flag);
+			claimed(&q->put_hint, &s->tail, t);
+			if (len != 0)
+				memcpy(sl->data, msg, len);
+			publish(sl, t, len, false);
+			wake_if(&s->get, saw);
+			return 0;
+		}
+	}
 	rc = mp_queue_put_many(q, &msg, &len, 1, timeout_ns);
 	return rc < 0 ? (int)rc : 0;
 }
@@ -966,7 +1068,7 @@ mp_queue_get_many(mp_queue *q, void *buf, size_t cap, size_t lens[],
 	struct slot *sl;
 	struct block b;
 	uint64_t cursor;
-	uint32_t saw = 0;
+	uint32_t saw = 0, tid;
 	size_t i, len;
 	int rc;
 
@@ -975,7 +1077,8 @@ mp_queue_get_many(mp_queue *q, void *buf, size_t cap, size_t lens[],
 	    waiter_init(&wt, timeout_ns) < 0)
 		return -EINVAL;
 	cursor = start_at(&q->get_hint, &q->s->head);
-	rc = claim_get(q, &cursor, cap, &sl, &len, &b, &saw);
+	tid = me();
+	rc = claim_get_fast(q, &cursor, cap, &sl, &len, &b, &saw, tid);
 	if (rc == 0)
 		rc = get_claim_wait(q, &wt, &cursor, cap, &sl, &len, &saw);
 	if (rc < 0)
@@ -989,10 +1092,12 @@ mp_queue_get_many(mp_queue *q, void *buf, size_t cap, size_t lens[],
 		if (len != 0)		/* buf may be NULL then */
 			memcpy((unsigned char *)buf + i * cap, sl->data, len);
 		lens[i++] = len;
-		release_slot(q, sl, false);
+		/* Orders the copy out before the slot is handed back. */
+		ck_pr_fence_load_store();
+		ck_pr_store_64(&sl->word, mkw(cursor + q->cap, ST_FREE, 0));
 		cursor++;
-		if (i == n || claim_get(q, &cursor, cap, &sl, &len, &b,
-					&saw) != 1)
+		if (i == n || claim_get_fast(q, &cursor, cap, &sl, &len, &b,
+					     &saw, tid) != 1)
 			break;
 	}
 	wake_if(&q->s->put, saw);
@@ -1002,9 +1107,44 @@ mp_queue_get_many(mp_queue *q, void *buf, size_t cap, size_t lens[],
 ssize_t
 mp_queue_get(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 {
+	struct qshm *s;
+	struct slot *sl;
+	uint64_t h, w;
+	uint32_t saw;
 	size_t len;
-	ssize_t rc = mp_queue_get_many(q, buf, cap, &len, 1, timeout_ns);
+	ssize_t rc;
 
+	if (MP__UNLIKELY(!valid(q)))
+		return -EINVAL;
+	/*
+	 * The fast path: get_many's first step, unrolled for one message
+	 * (the first slot tried is ready and fits).  Anything else, errors
+	 * included, takes get_many.
+	 */
+	s = q->s;
+	if (MP__LIKELY((buf != NULL || cap == 0) &&
+		       MP__TIMEOUT_OK(timeout_ns))) {
+		h = start_at(&q->get_hint, &s->head);
+		sl = slot_at(q, h);
+		w = ck_pr_load_64(&sl->word);
+		/* Orders the len load after READY's load. */
+		ck_pr_fence_load();
+		len = ck_pr_load_32(&sl->len);
+		if (w == mkw(h, ST_READY, 0) && len <= cap &&
+		    ck_pr_cas_64(&sl->word, w, mkw(h, ST_READING, me()))) {
+			/* As in claim_get: ordered after the claim. */
+			ck_pr_fence_atomic_load();
+			saw = ck_pr_load_32(&s->put.flag);
+			claimed(&q->get_hint, &s->head, h);
+			if (len != 0)
+				memcpy(buf, sl->data, len);
+			ck_pr_fence_load_store();
+			ck_pr_store_64(&sl->word, mkw(h + q->cap, ST_FREE, 0));
+			wake_if(&s->put, saw);
+			return (ssize_t)len;
+		}
+	}
+	rc = mp_queue_get_many(q, buf, cap, &len, 1, timeout_ns);
 	return rc < 0 ? rc : (ssize_t)len;
 }
 
