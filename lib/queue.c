@@ -179,8 +179,8 @@
 #define W_TID_MASK ((1u << W_ST_SHIFT) - 1)
 
 /* Spin rounds (ck_backoff doubling from SPIN_START), then yields, then sleep. */
-#define SPIN_START 16u
-#define SPIN_ROUNDS 9
+#define SPIN_START 256u
+#define SPIN_ROUNDS 6
 #define YIELD_ROUNDS 4
 /* How long a slot may stay held before its owner's liveness is checked. */
 #define STALL_NS MP_MSEC(1)
