@@ -10,19 +10,25 @@
  *  - "one-way busy" / "one-way sleeping": a paced producer stamps each
  *    message with CLOCK_MONOTONIC; the consumer records arrival minus
  *    stamp.  Busy: messages 2 us apart, the consumer is still spinning.
- *    Sleeping: 300 us apart, the consumer is asleep in the futex; the
- *    row beside it is the raw futex handoff (half a futex ping-pong
- *    round trip), the limit any sleeping wake-up has here.
+ *    Sleeping: 300 us apart, the consumer is asleep in the futex.  The
+ *    row beside it is a raw futex handoff paced the same way (the
+ *    producer stamps a shared word and FUTEX_WAKEs; the consumer always
+ *    sleeps in FUTEX_WAIT): the cost of any sleeping wake-up here,
+ *    including the idle vCPU's return from halt.
  *  - "ping-pong": two processes bounce a message over two queues, beside
  *    the baselines' ping-pong over pipe(2), futex and the Vyukov ring.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,11 +62,16 @@ sleep_ns(int64_t ns)
 		;
 }
 
+/*
+ * Wait until t without sleeping, but yield: a spinning producer that
+ * shares a CPU with its consumer (two CPUs, other load) would otherwise
+ * starve it for a whole time slice and measure the scheduler.
+ */
 static void
 spin_until(int64_t t)
 {
 	while (mpb_now() < t)
-		;
+		sched_yield();
 }
 
 static void
@@ -349,6 +360,68 @@ out:
 	return rc;
 }
 
+/* ---- The raw futex one-way handoff, paced as one_way(). ---- */
+
+struct fx {
+	uint32_t seq;
+	uint32_t stop;
+	int64_t stamp;
+};
+
+static long
+fx_futex(uint32_t *w, int op, uint32_t val)
+{
+	return syscall(SYS_futex, w, op, val, NULL, NULL, 0);
+}
+
+static int
+fx_producer(struct fx *f, int64_t gap)
+{
+	while (!__atomic_load_n(&f->stop, __ATOMIC_RELAXED)) {
+		sleep_ns(gap);
+		__atomic_store_n(&f->stamp, mpb_now(), __ATOMIC_RELAXED);
+		__atomic_fetch_add(&f->seq, 1, __ATOMIC_RELEASE);
+		fx_futex(&f->seq, FUTEX_WAKE, INT_MAX);
+	}
+	return 0;
+}
+
+static int
+futex_one_way(int64_t gap, int64_t dur, struct mpb_hist *h)
+{
+	struct fx *f = mp_shm_alloc(sizeof(*f));
+	pid_t pid;
+	int rc = 0;
+
+	if (f == NULL)
+		return -ENOMEM;
+	fflush(NULL);
+	if ((pid = fork()) < 0) {
+		mp_shm_free(f);
+		return -errno;
+	}
+	if (pid == 0)
+		_exit(fx_producer(f, gap));
+	int64_t end = mpb_now() + dur, warm = mpb_now() + dur / 10;
+	uint32_t v = __atomic_load_n(&f->seq, __ATOMIC_ACQUIRE);
+	for (;;) {
+		while (__atomic_load_n(&f->seq, __ATOMIC_ACQUIRE) == v)
+			fx_futex(&f->seq, FUTEX_WAIT, v);
+		int64_t now = mpb_now();
+		v = __atomic_load_n(&f->seq, __ATOMIC_ACQUIRE);
+		if (now >= warm)
+			mpb_hist_add(h, (uint64_t)(now - __atomic_load_n(
+					&f->stamp, __ATOMIC_RELAXED)));
+		if (now >= end)
+			break;
+	}
+	__atomic_store_n(&f->stop, 1, __ATOMIC_RELEASE);
+	if (reap(&pid, 1) < 0)
+		rc = -ECHILD;
+	mp_shm_free(f);
+	return rc;
+}
+
 static int
 latency_rows(const struct mpb_opts *o, size_t size)
 {
@@ -389,24 +462,24 @@ latency_rows(const struct mpb_opts *o, size_t size)
 		mpb_report(&row);
 		if (!kinds[k].nap)
 			continue;
-		/* The raw futex handoff: half a futex ping-pong round trip. */
-		double rtt[64];
+		/* The raw futex handoff, paced the same way. */
 		n = 0;
 		mpb_hist_init(h);
 		for (int r = 0; r < o->repeat && r < 64 && rc == 0; r++) {
-			rc = mpb_base_pingpong(MPB_T_FUTEX, size,
-					       mpb_duration(o), h, &rtt[n]);
-			rtt[n] /= 2;
-			n++;
+			mpb_progress("queue: %s futex, %d/%d", kinds[k].name,
+				     r + 1, o->repeat);
+			rc = futex_one_way(kinds[k].gap, mpb_duration(o), h);
+			v[n++] = mpb_hist_pct(h, 50);
 		}
 		if (rc < 0)
 			break;
 		struct mpb_row f = { .higher_better = false, .baseline = true };
 		snprintf(f.name, sizeof(f.name), "%s", kinds[k].name);
-		snprintf(f.impl, sizeof(f.impl), "futex (rtt/2)");
+		snprintf(f.impl, sizeof(f.impl), "raw futex");
 		f.size = size;
-		f.ns_op = mpb_summary(rtt, n, &f.spread);
+		f.ns_op = mpb_summary(v, n, &f.spread);
 		f.ops = 1e9 / f.ns_op;
+		mpb_hist_lat(h, &f.lat);
 		mpb_report(&f);
 	}
 	free(h);

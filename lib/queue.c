@@ -140,8 +140,13 @@
  *  - A sleeper killed in FUTEX_WAIT: its flag is cleared by the next wake.
  *  - close, killed between setting closed and waking: sleepers see it at
  *    their next bounded wake-up.
+ *  - A repairer killed between its CAS and its counter increments: the
+ *    slot is retired, but lost and skipped stay one short; a join then
+ *    waits for that one message (use a timeout).  Only a second fault
+ *    inside a repair can do this.
  * A waiter that finds an owner alive keeps waiting; a tid reused by an
- * unrelated task reads as alive, which delays repair but never corrupts.
+ * unrelated task reads as alive, which delays the repair until that task
+ * ends but never corrupts the ring.
  * The per-process handle (heap) holds only the mapping, cached sizes and
  * hints; freed handles are kept for reuse (see handle_alloc).
  *
@@ -229,6 +234,16 @@ struct slot {
 };
 _Static_assert(sizeof(struct slot) == 16, "slot header: 16 bytes");
 
+/*
+ * A held slot word seen blocking, and since when.  A waiting call keeps
+ * its own; MP_NOWAIT calls, which do not wait, share one in the handle
+ * (threads may overwrite each other's, which only delays a repair).
+ */
+struct stall {
+	uint64_t word;
+	uint64_t since;
+};
+
 /* The per-process handle; the fields are copies of what never changes. */
 struct mp_queue {
 	struct qshm *s;
@@ -242,9 +257,8 @@ struct mp_queue {
 	/* Where this process's next claim starts looking (invariant 1). */
 	uint64_t put_hint;
 	uint64_t get_hint;
-	/* The held slot last seen blocking this process, and since when. */
-	uint64_t stall_word;
-	int64_t stall_since;
+	/* The held slot last seen blocking a MP_NOWAIT call here. */
+	struct stall nowait_stall;
 	struct mp_queue *next_spare;	/* in the spare list once freed */
 	uint32_t magic;
 };
@@ -318,6 +332,7 @@ struct block {
 struct waiter {
 	int64_t timeout;
 	int64_t deadline;
+	struct stall stall;
 	unsigned rounds;
 	ck_backoff_t bo;
 };
@@ -443,23 +458,22 @@ repair(struct mp_queue *q, struct slot *sl, uint64_t w)
  * or by someone else: the word moved on).
  */
 static bool
-stalled(struct mp_queue *q, const struct block *b)
+stalled(struct mp_queue *q, const struct block *b, struct stall *st)
 {
-	int64_t now;
+	uint64_t now;
 
 	if (!w_held(b->w))
 		return false;
-	now = mp__now();
-	if (ck_pr_load_64(&q->stall_word) != b->w) {
-		ck_pr_store_64(&q->stall_word, b->w);
-		ck_pr_store_64((uint64_t *)&q->stall_since, (uint64_t)now);
+	now = (uint64_t)mp__now();
+	if (ck_pr_load_64(&st->word) != b->w) {
+		ck_pr_store_64(&st->word, b->w);
+		ck_pr_store_64(&st->since, now);
 		return false;
 	}
-	if (now - (int64_t)ck_pr_load_64((uint64_t *)&q->stall_since) <
-	    STALL_NS)
+	if ((int64_t)(now - ck_pr_load_64(&st->since)) < STALL_NS)
 		return false;
 	if (mp__task_alive((pid_t)w_tid(b->w))) {
-		ck_pr_store_64((uint64_t *)&q->stall_since, (uint64_t)now);
+		ck_pr_store_64(&st->since, now);
 		return false;
 	}
 	return repair(q, b->sl, b->w) || ck_pr_load_64(&b->sl->word) != b->w;
@@ -737,6 +751,8 @@ waiter_init(struct waiter *wt, int64_t timeout_ns)
 		wt->deadline = DL_UNSET;
 	wt->rounds = 0;
 	wt->bo = SPIN_START;
+	wt->stall.word = 0;
+	wt->stall.since = 0;
 	return 0;
 }
 
@@ -762,7 +778,7 @@ wait_step(struct mp_queue *q, struct side *sd, struct waiter *wt,
 		ck_pr_stall();
 		return 0;
 	}
-	if (stalled(q, b))
+	if (stalled(q, b, &wt->stall))
 		return 0;
 	if (wt->deadline != MP__NEVER && mp__now() >= wt->deadline)
 		return -ETIMEDOUT;
@@ -870,7 +886,7 @@ put_claim_wait(struct mp_queue *q, struct waiter *wt, uint64_t *cursor,
 			return rc;
 		if (wt->deadline == DL_NOWAIT) {
 			/* MP_NOWAIT: only a repair may make room. */
-			if (stalled(q, &b))
+			if (stalled(q, &b, &q->nowait_stall))
 				continue;
 			return -EAGAIN;
 		}
@@ -1050,7 +1066,7 @@ get_claim_wait(struct mp_queue *q, struct waiter *wt, uint64_t *cursor,
 			continue;
 		}
 		if (wt->deadline == DL_NOWAIT) {
-			if (stalled(q, &b))
+			if (stalled(q, &b, &q->nowait_stall))
 				continue;
 			return -EAGAIN;
 		}
