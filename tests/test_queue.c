@@ -296,6 +296,108 @@ Test(queue, close_wakes_sleepers_in_every_process)
 }
 
 static int
+get_one_forever(void *arg)
+{
+	struct ctx *c = arg;
+	char buf[8];
+
+	t_sync_signal(&c->ready);
+	T_CHECK(mp_queue_get(c->q, buf, sizeof(buf), MP_FOREVER) == 1);
+	T_CHECK(buf[0] == 'w');
+	return T_PASS;
+}
+
+static int
+put_one_forever(void *arg)
+{
+	struct ctx *c = arg;
+
+	t_sync_signal(&c->ready);
+	T_CHECK(mp_queue_put(c->q, "w", 1, MP_FOREVER) == 0);
+	return T_PASS;
+}
+
+/* The child has not exited (it is not reaped either). */
+static bool
+still_running(pid_t pid)
+{
+	siginfo_t si = { 0 };
+
+	return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) ==
+	       0 && si.si_pid == 0;
+}
+
+/* Wait ms without sleep(): a timed get on a queue nobody fills. */
+static void
+pause_ms(int ms)
+{
+	mp_queue *idle;
+
+	cr_assert_eq(mp_queue_new(&idle, 1, 1), 0);
+	cr_assert_eq(mp_queue_get(idle, NULL, 0, MP_MSEC(ms)), -ETIMEDOUT);
+	mp_queue_free(idle);
+}
+
+/*
+ * A lost wake-up would not hang (every sleep is bounded to 100 ms, a
+ * safety net), so it is caught by time: a woken sleeper is back at once,
+ * a forgotten one only when its nap ends, at a random point of 100 ms.
+ * Five rounds all back within 30 ms: a lost wake-up passes with
+ * probability 0.3^5.
+ */
+#define WAKE_ROUNDS 5
+#define WAKE_LIMIT MP_MSEC(30)
+
+Test(queue, a_sleeping_consumer_is_woken_by_a_put)
+{
+	struct ctx c;
+	pid_t pid;
+
+	cr_assert_eq(mp_queue_new(&c.q, 4, 8), 0);
+	t_sync_init(&c.ready);
+	for (int r = 0; r < WAKE_ROUNDS; r++) {
+		pid = t_spawn(get_one_forever, &c);
+		cr_assert_eq(t_sync_wait(&c.ready, 10000), 0);
+		/* Past its spin and yield phases: it sleeps in the futex. */
+		pause_ms(20);
+		cr_assert(still_running(pid));
+		int64_t t0 = t_now();
+		cr_assert_eq(mp_queue_put(c.q, "w", 1, MP_NOWAIT), 0);
+		t_wait_exit(pid, T_PASS);
+		cr_assert_lt(t_now() - t0, WAKE_LIMIT, "round %d", r);
+	}
+	t_sync_fini(&c.ready);
+	mp_queue_free(c.q);
+}
+
+Test(queue, a_sleeping_producer_is_woken_by_a_get)
+{
+	struct ctx c;
+	char buf[8];
+	pid_t pid;
+
+	cr_assert_eq(mp_queue_new(&c.q, 1, 8), 0);
+	cr_assert_eq(mp_queue_put(c.q, "a", 1, MP_NOWAIT), 0);
+	t_sync_init(&c.ready);
+	for (int r = 0; r < WAKE_ROUNDS; r++) {
+		pid = t_spawn(put_one_forever, &c);
+		cr_assert_eq(t_sync_wait(&c.ready, 10000), 0);
+		pause_ms(20);
+		cr_assert(still_running(pid));
+		int64_t t0 = t_now();
+		cr_assert_eq(mp_queue_get(c.q, buf, sizeof(buf), MP_NOWAIT),
+			     1);
+		t_wait_exit(pid, T_PASS);
+		cr_assert_lt(t_now() - t0, WAKE_LIMIT, "round %d", r);
+		/* The child's message is now the one queued. */
+	}
+	cr_assert_eq(mp_queue_get(c.q, buf, sizeof(buf), MP_NOWAIT), 1);
+	cr_assert_eq(buf[0], 'w');
+	t_sync_fini(&c.ready);
+	mp_queue_free(c.q);
+}
+
+static int
 consume_and_task_done(void *arg)
 {
 	struct ctx *c = arg;

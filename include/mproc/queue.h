@@ -74,9 +74,9 @@ MP_API ssize_t mp_queue_get_many(mp_queue *q, void *buf, size_t cap,
 MP_API int mp_queue_reserve(mp_queue *q, void **buf, int64_t timeout_ns);
 
 /*
- * Publish the reserved slot buf (from mp_queue_reserve, in this process)
- * holding len bytes.  Returns 0, -EMSGSIZE (len > msg_max: the slot stays
- * reserved), -EINVAL (buf is not a slot this caller reserved).
+ * Publish the reserved slot buf (from mp_queue_reserve in this thread)
+ * holding len bytes.  Never blocks.  Returns 0, -EMSGSIZE (len > msg_max:
+ * the slot stays reserved), -EINVAL (buf is not a slot this thread holds).
  */
 MP_API int mp_queue_commit(mp_queue *q, void *buf, size_t len);
 
@@ -90,8 +90,8 @@ MP_API ssize_t mp_queue_peek(mp_queue *q, const void **msg,
 			     int64_t timeout_ns);
 
 /*
- * Give back the slot of a message from mp_queue_peek in this process.
- * Returns 0, -EINVAL (msg is not a slot this caller holds).
+ * Give back the slot of a message from mp_queue_peek in this thread.
+ * Never blocks.  Returns 0, -EINVAL (msg is not a slot this thread holds).
  */
 MP_API int mp_queue_release(mp_queue *q, const void *msg);
 
