@@ -647,12 +647,16 @@ claim_put_fast(struct mp_queue *q, uint64_t *cursor, struct slot **out,
 	       struct block *b, uint32_t *saw, uint32_t tid)
 {
 	struct qshm *s = q->s;
-	uint64_t t = *cursor, w;
+	uint64_t t = *cursor;
 	struct slot *sl = slot_at(q, t);
 
-	w = ck_pr_load_64(&sl->word);
-	if (MP__LIKELY(w == mkw(t, ST_FREE, 0)) &&
-	    ck_pr_cas_64(&sl->word, w, mkw(t, ST_WRITING, tid))) {
+	/*
+	 * A blind CAS, without loading the word first: the line usually sits
+	 * in the consumer's cache, and one exclusive fetch is cheaper than a
+	 * shared fetch followed by an upgrade.
+	 */
+	if (MP__LIKELY(ck_pr_cas_64(&sl->word, mkw(t, ST_FREE, 0),
+				    mkw(t, ST_WRITING, tid)))) {
 		/* As in claim_put: ordered after the claim. */
 		ck_pr_fence_atomic_load();
 		if (MP__UNLIKELY(ck_pr_load_32(&s->closed) != 0)) {
@@ -673,21 +677,22 @@ claim_get_fast(struct mp_queue *q, uint64_t *cursor, size_t cap,
 	       uint32_t *saw, uint32_t tid)
 {
 	struct qshm *s = q->s;
-	uint64_t h = *cursor, w;
+	uint64_t h = *cursor;
 	struct slot *sl = slot_at(q, h);
-	size_t len;
 
-	w = ck_pr_load_64(&sl->word);
-	/* Orders the len load after READY's load. */
-	ck_pr_fence_load();
-	len = ck_pr_load_32(&sl->len);
-	if (MP__LIKELY(w == mkw(h, ST_READY, 0)) && len <= cap &&
-	    ck_pr_cas_64(&sl->word, w, mkw(h, ST_READING, tid))) {
+	/*
+	 * A blind CAS as in claim_put_fast, when no message can be too long
+	 * for the caller's buffer (a shorter buffer must see the length
+	 * before claiming, so that -EMSGSIZE leaves the message queued).
+	 */
+	if (MP__LIKELY(cap >= q->msg_max) &&
+	    ck_pr_cas_64(&sl->word, mkw(h, ST_READY, 0),
+			 mkw(h, ST_READING, tid))) {
 		/* As in claim_get: ordered after the claim. */
 		ck_pr_fence_atomic_load();
 		*saw |= ck_pr_load_32(&s->put.flag);
 		*out = sl;
-		*lenp = len;
+		*lenp = ck_pr_load_32(&sl->len);
 		return 1;
 	}
 	return claim_get(q, cursor, cap, out, lenp, b, saw);
@@ -947,8 +952,9 @@ mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 {
 	struct qshm *s;
 	struct slot *sl;
-	uint64_t t, w;
-	uint32_t saw;
+	struct block b;
+	uint64_t t;
+	uint32_t saw = 0;
 	ssize_t rc;
 
 	if (MP__UNLIKELY(!valid(q)))
@@ -956,24 +962,17 @@ mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 	if (MP__UNLIKELY(len > q->msg_max))
 		return -EMSGSIZE;
 	/*
-	 * The fast path: put_many's first step, unrolled for one message
-	 * (the first slot tried is free).  Anything else takes put_many.
+	 * The fast path: put_many's steps for one message, when a slot is
+	 * free at once.  Anything else (waiting, errors) takes put_many.
 	 */
 	s = q->s;
 	if (MP__LIKELY((msg != NULL || len == 0) && MP__TIMEOUT_OK(timeout_ns) &&
 		       ck_pr_load_32(&s->closed) == 0)) {
 		t = start_at(&q->put_hint, &s->tail);
-		sl = slot_at(q, t);
-		w = ck_pr_load_64(&sl->word);
-		if (w == mkw(t, ST_FREE, 0) &&
-		    ck_pr_cas_64(&sl->word, w, mkw(t, ST_WRITING, me()))) {
-			/* As in claim_put: ordered after the claim. */
-			ck_pr_fence_atomic_load();
-			if (MP__UNLIKELY(ck_pr_load_32(&s->closed) != 0)) {
-				retire_claim(q, sl, t);
-				return -EPIPE;
-			}
-			saw = ck_pr_load_32(&s->get.flag);
+		rc = claim_put_fast(q, &t, &sl, &b, &saw, me());
+		if (rc < 0)
+			return (int)rc;
+		if (rc == 1) {
 			claimed(&q->put_hint, &s->tail, t);
 			if (len != 0)
 				memcpy(sl->data, msg, len);
@@ -1125,35 +1124,28 @@ mp_queue_get(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 {
 	struct qshm *s;
 	struct slot *sl;
-	uint64_t h, w;
-	uint32_t saw;
+	struct block b;
+	uint64_t h;
+	uint32_t saw = 0;
 	size_t len;
 	ssize_t rc;
 
 	if (MP__UNLIKELY(!valid(q)))
 		return -EINVAL;
 	/*
-	 * The fast path: get_many's first step, unrolled for one message
-	 * (the first slot tried is ready and fits).  Anything else, errors
-	 * included, takes get_many.
+	 * The fast path: get_many's steps for one message, when one is ready
+	 * at once.  Anything else (waiting, errors) takes get_many.
 	 */
 	s = q->s;
 	if (MP__LIKELY((buf != NULL || cap == 0) &&
 		       MP__TIMEOUT_OK(timeout_ns))) {
 		h = start_at(&q->get_hint, &s->head);
-		sl = slot_at(q, h);
-		w = ck_pr_load_64(&sl->word);
-		/* Orders the len load after READY's load. */
-		ck_pr_fence_load();
-		len = ck_pr_load_32(&sl->len);
-		if (w == mkw(h, ST_READY, 0) && len <= cap &&
-		    ck_pr_cas_64(&sl->word, w, mkw(h, ST_READING, me()))) {
-			/* As in claim_get: ordered after the claim. */
-			ck_pr_fence_atomic_load();
-			saw = ck_pr_load_32(&s->put.flag);
+		if (claim_get_fast(q, &h, cap, &sl, &len, &b, &saw,
+				   me()) == 1) {
 			claimed(&q->get_hint, &s->head, h);
 			if (len != 0)
 				memcpy(buf, sl->data, len);
+			/* Orders the copy out before the slot goes back. */
 			ck_pr_fence_load_store();
 			ck_pr_store_64(&sl->word, mkw(h + q->cap, ST_FREE, 0));
 			wake_if(&s->put, saw);
