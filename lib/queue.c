@@ -44,7 +44,9 @@
  * (too small: -EMSGSIZE without claiming, so the message stays queued);
  * READING at h or d > 0 steps on; FREE or WRITING at h, or d < 0, is empty.
  * The get copies the message out and releases the slot to (h + maxsize,
- * FREE).  put_many/get_many and the zero-copy calls run the same steps
+ * FREE).  The fast paths first try the expected word with a blind CAS
+ * (one exclusive fetch of a line that usually sits in the other side's
+ * cache), and fall back to the load-then-decide walk above.  put_many/get_many and the zero-copy calls run the same steps
  * slot by slot; a process never holds more than one claimed slot.
  *
  * Invariants.
