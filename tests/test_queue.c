@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include <criterion/criterion.h>
@@ -94,6 +95,41 @@ Test(queue, bad_arguments_are_einval)
 	cr_assert_eq(mp_queue_get(freed, buf, 8, MP_NOWAIT), -EINVAL);
 	cr_assert_eq(mp_queue_qsize(freed), 0);
 	mp_queue_free(freed);
+}
+
+/* Child: out of fds, then out of address space. */
+static int
+new_under_limits(void *arg)
+{
+	struct rlimit fds, as;
+	rlim_t was;
+	mp_queue *q = NULL;
+
+	(void)arg;
+	T_CHECK(getrlimit(RLIMIT_AS, &as) == 0);
+	T_CHECK(getrlimit(RLIMIT_NOFILE, &fds) == 0);
+	was = fds.rlim_cur;
+	fds.rlim_cur = 0;
+	T_CHECK(setrlimit(RLIMIT_NOFILE, &fds) == 0);
+	T_CHECK(mp_queue_new(&q, 4, 8) == -EMFILE);
+	T_CHECK(q == NULL);
+	fds.rlim_cur = was;
+	T_CHECK(setrlimit(RLIMIT_NOFILE, &fds) == 0);
+#ifdef __SANITIZE_ADDRESS__
+	/* ASan's shadow memory is far beyond any small RLIMIT_AS. */
+	return T_PASS;
+#endif
+	/* 1 GiB of slots where the address space allows a few MiB more. */
+	as.rlim_cur = 256u << 20;
+	T_CHECK(setrlimit(RLIMIT_AS, &as) == 0);
+	T_CHECK(mp_queue_new(&q, 1u << 20, 1024) == -ENOMEM);
+	T_CHECK(q == NULL);
+	return T_PASS;
+}
+
+Test(queue, new_reports_emfile_and_enomem)
+{
+	t_wait_exit(t_spawn(new_under_limits, NULL), T_PASS);
 }
 
 Test(queue, defaults_and_sizes)
