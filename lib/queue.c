@@ -46,8 +46,9 @@
  * The get copies the message out and releases the slot to (h + maxsize,
  * FREE).  The fast paths first try the expected word with a blind CAS
  * (one exclusive fetch of a line that usually sits in the other side's
- * cache), and fall back to the load-then-decide walk above.  put_many/get_many and the zero-copy calls run the same steps
- * slot by slot; a process never holds more than one claimed slot.
+ * cache), and fall back to the load-then-decide walk above.  put_many,
+ * get_many and the zero-copy calls run the same steps slot by slot; a
+ * process never holds more than one claimed slot.
  *
  * Invariants.
  *  1. Every position below tail, and below any cursor a put walks with,
@@ -185,10 +186,10 @@
 #define W_ST_SHIFT 22
 #define W_TID_MASK ((1u << W_ST_SHIFT) - 1)
 
-/* Spin rounds (ck_backoff doubling from SPIN_START), then yields, then sleep. */
+/* Spin rounds (ck_backoff doubling from SPIN_START), yields, then sleep. */
 #define SPIN_START 256u
 #define SPIN_ROUNDS 6
-#define YIELD_ROUNDS 4
+#define YIELD_ROUNDS 1
 /* How long a slot may stay held before its owner's liveness is checked. */
 #define STALL_NS MP_MSEC(1)
 /* Bounds of one futex sleep: blocked on a held slot, and otherwise. */
@@ -215,13 +216,13 @@ struct qshm {
 	uint64_t head MP__ALIGNED;
 	char pad2[MP__CACHELINE - 8];
 	struct side put MP__ALIGNED;	/* producers waiting for room */
-	struct side get MP__ALIGNED;	/* consumers waiting for a message */
+	struct side get MP__ALIGNED;	/* consumers waiting for messages */
 	struct {
 		uint32_t flag;
 		uint32_t seq;
 		uint64_t done;		/* task_done calls */
-		uint64_t skipped;	/* positions retired without a message */
-		uint64_t lost;		/* messages lost to dead processes */
+		uint64_t skipped;	/* positions retired, no message */
+		uint64_t lost;		/* messages lost to dead tasks */
 		char pad[MP__CACHELINE - 32];
 	} join MP__ALIGNED;
 };
@@ -414,7 +415,7 @@ advance(uint64_t *hint, uint64_t to)
 static inline void
 wake_side(struct side *sd)
 {
-	/* Pairs with the sleeper's exchange of flag; the caller's fas orders. */
+	/* Pairs with the sleeper's flag exchange; the caller has fenced. */
 	if (ck_pr_load_32(&sd->flag) == 0)
 		return;
 	if (ck_pr_fas_32(&sd->flag, 0) == 0)
@@ -968,7 +969,8 @@ mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 	 * free at once.  Anything else (waiting, errors) takes put_many.
 	 */
 	s = q->s;
-	if (MP__LIKELY((msg != NULL || len == 0) && MP__TIMEOUT_OK(timeout_ns) &&
+	if (MP__LIKELY((msg != NULL || len == 0) &&
+		       MP__TIMEOUT_OK(timeout_ns) &&
 		       ck_pr_load_32(&s->closed) == 0)) {
 		t = start_at(&q->put_hint, &s->tail);
 		rc = claim_put_fast(q, &t, &sl, &b, &saw, me());
