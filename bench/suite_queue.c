@@ -14,7 +14,8 @@
  *    row beside it is a raw futex handoff paced the same way (the
  *    producer stamps a shared word and FUTEX_WAKEs; the consumer always
  *    sleeps in FUTEX_WAIT): the cost of any sleeping wake-up here,
- *    including the idle vCPU's return from halt.
+ *    including the idle vCPU's return from halt.  Both run pinned to
+ *    two different CPUs (when there are two), so both cross CPUs.
  *  - "ping-pong": two processes bounce a message over two queues, beside
  *    the baselines' ping-pong over pipe(2), futex and the Vyukov ring.
  */
@@ -72,6 +73,37 @@ spin_until(int64_t t)
 {
 	while (mpb_now() < t)
 		sched_yield();
+}
+
+/*
+ * The latency rows pin the consumer (the caller) and the producer (its
+ * child) to two different CPUs, the same way for mproc and for the raw
+ * futex, so that both wake a sleeper across CPUs: left to the scheduler,
+ * one run may share a CPU and the other not, which changes a wake-up's
+ * cost several times over.  Pins the caller to its nth allowed CPU and
+ * fills *old with its previous mask.
+ */
+static bool
+pin_to(int nth, cpu_set_t *old)
+{
+	cpu_set_t set, mine;
+	int seen = 0;
+
+	if (sched_getaffinity(0, sizeof(mine), &mine) < 0 ||
+	    CPU_COUNT(&mine) < 2)
+		return false;
+	if (old != NULL)
+		*old = mine;
+	for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+		if (!CPU_ISSET(cpu, &mine))
+			continue;
+		if (seen++ == nth) {
+			CPU_ZERO(&set);
+			CPU_SET(cpu, &set);
+			return sched_setaffinity(0, sizeof(set), &set) == 0;
+		}
+	}
+	return false;
 }
 
 static void
@@ -332,8 +364,12 @@ one_way(size_t size, int64_t gap, bool nap, int64_t dur, struct mpb_hist *h)
 		rc = -errno;
 		goto out_q;
 	}
-	if (pid == 0)
+	if (pid == 0) {
+		pin_to(1, NULL);
 		_exit(paced_producer(q, size, gap, nap, &c->stop));
+	}
+	cpu_set_t old;
+	bool pinned = pin_to(0, &old);
 	int64_t end = mpb_now() + dur, warm = mpb_now() + dur / 10;
 	for (;;) {
 		struct stamp s;
@@ -348,6 +384,8 @@ one_way(size_t size, int64_t gap, bool nap, int64_t dur, struct mpb_hist *h)
 		if (now >= end)
 			break;
 	}
+	if (pinned)
+		sched_setaffinity(0, sizeof(old), &old);
 	__atomic_store_n(&c->stop, 1, __ATOMIC_RELEASE);
 	mp_queue_close(q);
 	if (reap(&pid, 1) < 0 && rc == 0)
@@ -400,8 +438,12 @@ futex_one_way(int64_t gap, int64_t dur, struct mpb_hist *h)
 		mp_shm_free(f);
 		return -errno;
 	}
-	if (pid == 0)
+	if (pid == 0) {
+		pin_to(1, NULL);
 		_exit(fx_producer(f, gap));
+	}
+	cpu_set_t old;
+	bool pinned = pin_to(0, &old);
 	int64_t end = mpb_now() + dur, warm = mpb_now() + dur / 10;
 	uint32_t v = __atomic_load_n(&f->seq, __ATOMIC_ACQUIRE);
 	for (;;) {
@@ -415,6 +457,8 @@ futex_one_way(int64_t gap, int64_t dur, struct mpb_hist *h)
 		if (now >= end)
 			break;
 	}
+	if (pinned)
+		sched_setaffinity(0, sizeof(old), &old);
 	__atomic_store_n(&f->stop, 1, __ATOMIC_RELEASE);
 	if (reap(&pid, 1) < 0)
 		rc = -ECHILD;
