@@ -370,6 +370,24 @@ chan_keep(struct chan *c, bool writer)
 	}
 }
 
+/*
+ * POSIX mq waits take an absolute CLOCK_REALTIME deadline: wait in 20 ms
+ * slices so that a stop word is noticed.
+ */
+static struct timespec
+mq_deadline(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += 20000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	return ts;
+}
+
 /* 1 sent, 0 stopped, <0 error */
 static int
 chan_send(struct chan *c, const void *buf, const uint32_t *stop)
@@ -394,13 +412,7 @@ chan_send(struct chan *c, const void *buf, const uint32_t *stop)
 		}
 	case MPB_T_POSIX_MQ:
 		for (;;) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 20000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
+			struct timespec ts = mq_deadline();
 			if (mq_timedsend(c->mq, buf, c->size, 0, &ts) == 0)
 				return 1;
 			if (errno == ETIMEDOUT) {
@@ -450,13 +462,7 @@ chan_recv(struct chan *c, void *buf, bool whole, const uint32_t *stop)
 		}
 	case MPB_T_POSIX_MQ:
 		for (;;) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 20000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
+			struct timespec ts = mq_deadline();
 			ssize_t r = mq_timedreceive(c->mq, buf, c->size ? c->size : 1,
 						    NULL, &ts);
 			if (r >= 0)

@@ -333,7 +333,9 @@ ratio(const struct mpb_row *r)
 static bool
 is_mproc(const struct mpb_row *r)
 {
-	return strncmp(r->impl, "mproc", 5) == 0;
+	/* "mproc…" or an mproc call ("mp_lock"): the rows under test. */
+	return strncmp(r->impl, "mproc", 5) == 0 ||
+	       strncmp(r->impl, "mp_", 3) == 0;
 }
 
 static double
@@ -405,7 +407,7 @@ print_table(FILE *f)
 		const struct mpb_row *r = &rows[i];
 		if (r->suite != suite) {
 			suite = r->suite;
-			fprintf(f, "\n== %s\n%-22s %-18s %8s %9s %9s %9s %5s "
+			fprintf(f, "\n== %s\n%-28s %-18s %8s %9s %9s %9s %5s "
 				"%9s %9s %9s %7s  %s\n", suite, "workload", "impl",
 				"size", "ops/s", "MB/s", "per op", "+-%",
 				"p50", "p99", "p99.9", "ratio",
@@ -430,7 +432,7 @@ print_table(FILE *f)
 		char bs[64] = "";
 		if (!isnan(vb))
 			snprintf(bs, sizeof(bs), "%.2fx %s", vb, best->impl);
-		fprintf(f, "%-22s %-18s %8zu %9s %9s %9s %5s %9s %9s %9s "
+		fprintf(f, "%-28s %-18s %8zu %9s %9s %9s %5s %9s %9s %9s "
 			"%7s  %s\n", r->name, r->impl, r->size,
 			human(r->ops, a, sizeof(a)),
 			human(r->mbps, b, sizeof(b)),

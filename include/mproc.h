@@ -6,5 +6,7 @@
 #include <mproc/process.h>
 #include <mproc/queue.h>
 #include <mproc/shm.h>
+#include <mproc/pool.h>
+#include <mproc/sync.h>
 
 #endif /* MPROC_H */

@@ -151,7 +151,7 @@
  * unrelated task reads as alive, which delays the repair until that task
  * ends but never corrupts the ring.
  * The per-process handle (heap) holds only the mapping, cached sizes and
- * hints; freed handles are kept for reuse (see handle_alloc).
+ * hints; freed handles go back to lib/handle's pool, not to malloc.
  *
  * Overlap: any number of puts, gets, batch, zero-copy, close, qsize and
  * repairs run at once; repairs race only through CAS on the slot word.
@@ -161,7 +161,6 @@
 #include <mproc/queue.h>
 
 #include <limits.h>
-#include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
 #include <string.h>
@@ -170,6 +169,7 @@
 #include <ck_pr.h>
 
 #include "lib/futex.h"
+#include "lib/handle.h"
 #include "lib/region.h"
 #include "lib/task.h"
 
@@ -247,8 +247,12 @@ struct stall {
 	uint64_t since;
 };
 
-/* The per-process handle; the fields are copies of what never changes. */
+/*
+ * The per-process handle (from lib/handle: its magic comes first); the
+ * other fields are copies of what never changes, and hints.
+ */
 struct mp_queue {
+	uint32_t magic;
 	struct qshm *s;
 	unsigned char *slots;
 	size_t maplen;
@@ -262,63 +266,9 @@ struct mp_queue {
 	uint64_t get_hint;
 	/* The held slot last seen blocking a MP_NOWAIT call here. */
 	struct stall nowait_stall;
-	struct mp_queue *next_spare;	/* in the spare list once freed */
-	uint32_t magic;
 };
-
-/*
- * Freed handles are kept for reuse rather than given back to malloc, so
- * that a call on a freed handle reads memory that is still ours and finds
- * the magic cleared (-EINVAL), never a use after free.  The lock is taken
- * around fork() so that a child never inherits it held.
- */
-static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
-static struct mp_queue *spare;
-
-static void
-spare_lock_take(void)
-{
-	pthread_mutex_lock(&spare_lock);
-}
-
-static void
-spare_lock_drop(void)
-{
-	pthread_mutex_unlock(&spare_lock);
-}
-
-static void
-spare_init(void)
-{
-	pthread_atfork(spare_lock_take, spare_lock_drop, spare_lock_drop);
-}
-
-static struct mp_queue *
-handle_alloc(void)
-{
-	struct mp_queue *q;
-
-	pthread_once(&spare_once, spare_init);
-	pthread_mutex_lock(&spare_lock);
-	if ((q = spare) != NULL)
-		spare = q->next_spare;
-	pthread_mutex_unlock(&spare_lock);
-	if (q == NULL)
-		return calloc(1, sizeof(*q));
-	memset(q, 0, sizeof(*q));
-	return q;
-}
-
-static void
-handle_free(struct mp_queue *q)
-{
-	pthread_once(&spare_once, spare_init);
-	pthread_mutex_lock(&spare_lock);
-	q->next_spare = spare;
-	spare = q;
-	pthread_mutex_unlock(&spare_lock);
-}
+_Static_assert(sizeof(struct mp_queue) <= MP__HANDLE_MAX,
+	       "the handle comes from lib/handle's pools");
 
 /* What a blocked operation waits on: the slot and the word it saw. */
 struct block {
@@ -839,7 +789,7 @@ mp_queue_new(mp_queue **out, size_t maxsize, size_t msg_max)
 	if (slot_size > (SIZE_MAX >> 4) / maxsize)
 		return -EINVAL;
 	len = sizeof(struct qshm) + slot_size * maxsize;
-	if ((q = handle_alloc()) == NULL)
+	if ((q = mp__handle_alloc(sizeof(*q))) == NULL)
 		return -ENOMEM;
 	if ((rc = mp__region_map(len, &base)) < 0)
 		goto fail_free;
@@ -860,7 +810,7 @@ mp_queue_new(mp_queue **out, size_t maxsize, size_t msg_max)
 	*out = q;
 	return 0;
 fail_free:
-	handle_free(q);
+	mp__handle_free(q, sizeof(*q));
 	return rc;
 }
 
@@ -871,7 +821,7 @@ mp_queue_free(mp_queue *q)
 		return;
 	q->magic = 0;
 	mp__region_unmap(q->s, q->maplen);
-	handle_free(q);
+	mp__handle_free(q, sizeof(*q));
 }
 
 /*

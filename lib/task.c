@@ -25,8 +25,13 @@
 
 #include "lib/task.h"
 
-static __thread pid_t cached_tid;
-static __thread pid_t cached_pid;
+/*
+ * initial-exec: a %fs-relative load instead of a __tls_get_addr call on
+ * every lock acquire (libmproc is linked, not dlopen'ed late).
+ */
+#define TLS_IE __attribute__((tls_model("initial-exec")))
+static __thread pid_t cached_tid TLS_IE;
+static __thread pid_t cached_pid TLS_IE;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static void

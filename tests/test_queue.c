@@ -28,7 +28,7 @@ proc_lines(const char *path)
 	return n;
 }
 
-Test(queue, bad_arguments_are_einval)
+T_TEST(queue, bad_arguments_are_einval)
 {
 	mp_queue *q = NULL, *freed;
 	const void *msgs[1] = { "a" };
@@ -127,12 +127,12 @@ new_under_limits(void *arg)
 	return T_PASS;
 }
 
-Test(queue, new_reports_emfile_and_enomem)
+T_TEST(queue, new_reports_emfile_and_enomem)
 {
 	t_wait_exit(t_spawn(new_under_limits, NULL), T_PASS);
 }
 
-Test(queue, defaults_and_sizes)
+T_TEST(queue, defaults_and_sizes)
 {
 	mp_queue *q;
 	char big[1024], buf[1024];
@@ -150,7 +150,7 @@ Test(queue, defaults_and_sizes)
 	mp_queue_free(q);
 }
 
-Test(queue, fifo_order_over_many_laps_with_odd_maxsize)
+T_TEST(queue, fifo_order_over_many_laps_with_odd_maxsize)
 {
 	mp_queue *q;
 	int v;
@@ -169,7 +169,7 @@ Test(queue, fifo_order_over_many_laps_with_odd_maxsize)
 	mp_queue_free(q);
 }
 
-Test(queue, emsgsize_both_ways_and_the_message_stays)
+T_TEST(queue, emsgsize_both_ways_and_the_message_stays)
 {
 	mp_queue *q;
 	char buf[16];
@@ -188,7 +188,7 @@ Test(queue, emsgsize_both_ways_and_the_message_stays)
 	mp_queue_free(q);
 }
 
-Test(queue, nowait_reports_eagain_on_full_and_empty)
+T_TEST(queue, nowait_reports_eagain_on_full_and_empty)
 {
 	mp_queue *q;
 	char buf[4];
@@ -207,7 +207,7 @@ Test(queue, nowait_reports_eagain_on_full_and_empty)
 	mp_queue_free(q);
 }
 
-Test(queue, timeouts_are_honoured)
+T_TEST(queue, timeouts_are_honoured)
 {
 	mp_queue *q;
 	char buf[4];
@@ -237,7 +237,7 @@ Test(queue, timeouts_are_honoured)
 	mp_queue_free(q);
 }
 
-Test(queue, close_fails_puts_and_drains_gets)
+T_TEST(queue, close_fails_puts_and_drains_gets)
 {
 	mp_queue *q;
 	char buf[8];
@@ -300,7 +300,7 @@ close_it(void *arg)
 	return T_PASS;
 }
 
-Test(queue, close_wakes_sleepers_in_every_process)
+T_TEST(queue, close_wakes_sleepers_in_every_process)
 {
 	struct ctx c, f;
 	pid_t g1, g2, p1;
@@ -384,7 +384,7 @@ pause_ms(int ms)
 #define WAKE_ROUNDS 5
 #define WAKE_LIMIT MP_MSEC(30)
 
-Test(queue, a_sleeping_consumer_is_woken_by_a_put)
+T_TEST(queue, a_sleeping_consumer_is_woken_by_a_put)
 {
 	struct ctx c;
 	pid_t pid;
@@ -406,7 +406,7 @@ Test(queue, a_sleeping_consumer_is_woken_by_a_put)
 	mp_queue_free(c.q);
 }
 
-Test(queue, a_sleeping_producer_is_woken_by_a_get)
+T_TEST(queue, a_sleeping_producer_is_woken_by_a_get)
 {
 	struct ctx c;
 	char buf[8];
@@ -447,7 +447,7 @@ consume_and_task_done(void *arg)
 	return T_PASS;
 }
 
-Test(queue, join_waits_for_every_task_done)
+T_TEST(queue, join_waits_for_every_task_done)
 {
 	struct ctx c = { .n = 50 };
 	pid_t pid;
@@ -464,7 +464,7 @@ Test(queue, join_waits_for_every_task_done)
 	mp_queue_free(c.q);
 }
 
-Test(queue, batch_put_and_get_keep_order_and_count)
+T_TEST(queue, batch_put_and_get_keep_order_and_count)
 {
 	mp_queue *q;
 	int vals[10], out[16];
@@ -497,7 +497,7 @@ Test(queue, batch_put_and_get_keep_order_and_count)
 	mp_queue_free(q);
 }
 
-Test(queue, batch_get_stops_before_a_message_too_long)
+T_TEST(queue, batch_get_stops_before_a_message_too_long)
 {
 	mp_queue *q;
 	char out[4 * 4];
@@ -512,7 +512,7 @@ Test(queue, batch_get_stops_before_a_message_too_long)
 	mp_queue_free(q);
 }
 
-Test(queue, zero_copy_reserve_commit_peek_release)
+T_TEST(queue, zero_copy_reserve_commit_peek_release)
 {
 	mp_queue *q;
 	void *m;
@@ -565,7 +565,7 @@ peek_then_hang(void *arg)
 		pause();
 }
 
-Test(queue, producer_killed_mid_put_is_skipped_and_counted)
+T_TEST(queue, producer_killed_mid_put_is_skipped_and_counted)
 {
 	struct ctx c;
 	char buf[8];
@@ -590,7 +590,7 @@ Test(queue, producer_killed_mid_put_is_skipped_and_counted)
 	mp_queue_free(c.q);
 }
 
-Test(queue, producer_killed_mid_put_nowait_get_repairs_too)
+T_TEST(queue, producer_killed_mid_put_nowait_get_repairs_too)
 {
 	struct ctx c;
 	char buf[8];
@@ -616,7 +616,7 @@ Test(queue, producer_killed_mid_put_nowait_get_repairs_too)
 	mp_queue_free(c.q);
 }
 
-Test(queue, consumer_killed_mid_get_releases_its_slot)
+T_TEST(queue, consumer_killed_mid_get_releases_its_slot)
 {
 	struct ctx c;
 	char buf[8];
@@ -725,7 +725,7 @@ mpmc_consumer(void *arg)
 	return T_PASS;
 }
 
-Test(queue, four_by_four_million_nothing_lost_duplicated_or_reordered,
+T_TEST(queue, four_by_four_million_nothing_lost_duplicated_or_reordered,
      .timeout = 120)
 {
 	struct mpmc *m = mp_shm_alloc(sizeof(*m));
@@ -854,7 +854,7 @@ kill_consumer(void *arg)
 	return T_PASS;
 }
 
-Test(queue, producer_sigkilled_a_thousand_times_survivors_finish,
+T_TEST(queue, producer_sigkilled_a_thousand_times_survivors_finish,
      .timeout = 120)
 {
 	struct killrun *k = mp_shm_alloc(sizeof(*k));
@@ -902,7 +902,7 @@ Test(queue, producer_sigkilled_a_thousand_times_survivors_finish,
 	mp_shm_free(k);
 }
 
-Test(queue, no_fd_or_mapping_leak_over_ten_thousand_cycles)
+T_TEST(queue, no_fd_or_mapping_leak_over_ten_thousand_cycles)
 {
 	int fds = t_fd_count(), maps = proc_lines("/proc/self/maps");
 	char buf[8];

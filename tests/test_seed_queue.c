@@ -50,7 +50,7 @@ get_one_after_go(void *arg)
 }
 
 /* q.put(obj) blocks until a slot frees: a child's get frees it. */
-Test(seed_queue, put_blocks_until_a_slot_frees)
+T_TEST(seed_queue, put_blocks_until_a_slot_frees)
 {
 	struct ctx c;
 	pid_t pid;
@@ -70,7 +70,7 @@ Test(seed_queue, put_blocks_until_a_slot_frees)
 }
 
 /* q.put(obj, timeout=t) raises queue.Full after t: -ETIMEDOUT here. */
-Test(seed_queue, put_with_timeout_reports_full_after_the_timeout)
+T_TEST(seed_queue, put_with_timeout_reports_full_after_the_timeout)
 {
 	mp_queue *q;
 	int64_t t0, dt;
@@ -88,7 +88,7 @@ Test(seed_queue, put_with_timeout_reports_full_after_the_timeout)
 }
 
 /* q.put(obj, block=False) raises queue.Full at once: -EAGAIN here. */
-Test(seed_queue, put_without_blocking_reports_full_at_once)
+T_TEST(seed_queue, put_without_blocking_reports_full_at_once)
 {
 	mp_queue *q;
 
@@ -100,7 +100,7 @@ Test(seed_queue, put_without_blocking_reports_full_at_once)
 }
 
 /* q.get() blocks until another process puts. */
-Test(seed_queue, get_blocks_until_another_process_puts)
+T_TEST(seed_queue, get_blocks_until_another_process_puts)
 {
 	struct ctx c;
 	char buf[16];
@@ -120,7 +120,7 @@ Test(seed_queue, get_blocks_until_another_process_puts)
 }
 
 /* q.get(timeout=t) raises queue.Empty after t: -ETIMEDOUT here. */
-Test(seed_queue, get_with_timeout_reports_empty_after_the_timeout)
+T_TEST(seed_queue, get_with_timeout_reports_empty_after_the_timeout)
 {
 	mp_queue *q;
 	char buf[16];
@@ -149,7 +149,7 @@ put_three(void *arg)
 }
 
 /* qsize() counts what every process put and took. */
-Test(seed_queue, qsize_counts_across_processes)
+T_TEST(seed_queue, qsize_counts_across_processes)
 {
 	struct ctx c;
 	char buf[4];
@@ -165,7 +165,7 @@ Test(seed_queue, qsize_counts_across_processes)
 }
 
 /* empty() is true exactly when nothing is queued. */
-Test(seed_queue, empty_is_true_exactly_when_nothing_is_queued)
+T_TEST(seed_queue, empty_is_true_exactly_when_nothing_is_queued)
 {
 	struct ctx c;
 	char buf[4];
@@ -184,7 +184,7 @@ Test(seed_queue, empty_is_true_exactly_when_nothing_is_queued)
 }
 
 /* full() is true exactly when maxsize messages are queued. */
-Test(seed_queue, full_is_true_exactly_at_maxsize)
+T_TEST(seed_queue, full_is_true_exactly_at_maxsize)
 {
 	struct ctx c;
 	char buf[4];
