@@ -75,6 +75,20 @@ spin_until(int64_t t)
 		sched_yield();
 }
 
+/* Until t: asleep (nap) or yielding; at once when t has passed. */
+static void
+wait_until(int64_t t, bool nap)
+{
+	int64_t left = t - mpb_now();
+
+	if (left <= 0)
+		return;
+	if (nap)
+		sleep_ns(left);
+	else
+		spin_until(t);
+}
+
 /*
  * The latency rows pin the consumer (the caller) and the producer (its
  * child) to two different CPUs, the same way for mproc and for the raw
@@ -325,12 +339,18 @@ paced_producer(mp_queue *q, size_t size, int64_t gap, bool nap,
 
 	if (buf == NULL)
 		return 1;
+	/*
+	 * Messages leave on a fixed schedule and carry the time they were
+	 * meant to leave, not the time they did: a stall of the producer or
+	 * of the queue then shows up in the latency of every message it
+	 * delayed (no coordinated omission).  A producer behind schedule
+	 * sends at once until it has caught up.
+	 */
+	int64_t next = mpb_now();
 	while (!__atomic_load_n(stop, __ATOMIC_RELAXED)) {
-		if (nap)
-			sleep_ns(gap);
-		else
-			spin_until(mpb_now() + gap);
-		s.t = mpb_now();
+		next += gap;
+		wait_until(next, nap);
+		s.t = next;
 		memcpy(buf, &s, sizeof(s));
 		if (mp_queue_put(q, buf, size, MP_FOREVER) < 0)
 			break;
@@ -415,9 +435,13 @@ fx_futex(uint32_t *w, int op, uint32_t val)
 static int
 fx_producer(struct fx *f, int64_t gap)
 {
+	int64_t next = mpb_now();
+
+	/* The same schedule and intended-time stamps as paced_producer(). */
 	while (!__atomic_load_n(&f->stop, __ATOMIC_RELAXED)) {
-		sleep_ns(gap);
-		__atomic_store_n(&f->stamp, mpb_now(), __ATOMIC_RELAXED);
+		next += gap;
+		wait_until(next, true);
+		__atomic_store_n(&f->stamp, next, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&f->seq, 1, __ATOMIC_RELEASE);
 		fx_futex(&f->seq, FUTEX_WAKE, INT_MAX);
 	}
