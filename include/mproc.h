@@ -5,6 +5,7 @@
 #include <mproc/common.h>
 #include <mproc/pipe.h>
 #include <mproc/process.h>
+#include <mproc/queue.h>
 #include <mproc/shm.h>
 #include <mproc/pool.h>
 #include <mproc/sync.h>

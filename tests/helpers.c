@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <string.h>
 #include <time.h>
@@ -99,6 +100,29 @@ t_sync_fini(struct t_sync *s)
 {
 	close(s->fd[0]);
 	close(s->fd[1]);
+}
+
+void
+t_capture_begin(struct t_capture *c)
+{
+	c->fd = memfd_create("t-capture", MFD_CLOEXEC);
+	cr_assert_geq(c->fd, 0);
+	fflush(stdout);
+	c->saved = dup(STDOUT_FILENO);
+	cr_assert_geq(c->saved, 0);
+	cr_assert_eq(dup2(c->fd, STDOUT_FILENO), STDOUT_FILENO);
+}
+
+void
+t_capture_end(struct t_capture *c, char *buf, size_t cap)
+{
+	fflush(stdout);
+	dup2(c->saved, STDOUT_FILENO);
+	close(c->saved);
+	memset(buf, 0, cap);
+	cr_assert_geq(pread(c->fd, buf, cap - 1, 0), 0);
+	close(c->fd);
+	fputs(buf, stdout);
 }
 
 static int

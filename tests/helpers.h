@@ -48,6 +48,18 @@ void t_sync_signal(struct t_sync *s);	/* write one byte */
 int t_sync_wait(struct t_sync *s, int timeout_ms); /* 0, or -1 on timeout/EOF */
 void t_sync_fini(struct t_sync *s);
 
+/*
+ * Capture this process's stdout (and its children's, which inherit fd 1)
+ * in a memfd, as the tutorial's examples print: t_capture_end restores
+ * stdout, copies what was printed into buf (NUL-terminated), and echoes it
+ * so the test log shows it.
+ */
+struct t_capture {
+	int fd, saved;
+};
+void t_capture_begin(struct t_capture *c);
+void t_capture_end(struct t_capture *c, char *buf, size_t cap);
+
 /* Open fds of this process and entries in /dev/shm. */
 int t_fd_count(void);
 int t_shm_count(void);

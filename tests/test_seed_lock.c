@@ -49,15 +49,12 @@ f(void *arg)
 
 T_TEST(seed_lock, ten_processes_print_whole_lines_exactly_once)
 {
-	int out = memfd_create("seed-out", MFD_CLOEXEC);
-	int saved = dup(STDOUT_FILENO);
+	struct t_capture c;
 	mp_process *p[10];
 	char buf[4096] = { 0 };
 
-	cr_assert_geq(out, 0);
 	cr_assert_eq(mp_lock_new(&lock), 0);
-	fflush(stdout);
-	dup2(out, STDOUT_FILENO);
+	t_capture_begin(&c);
 
 	for (int num = 0; num < 10; num++) {
 		cr_assert_eq(mp_process_new(&p[num], f, (void *)(intptr_t)num,
@@ -72,12 +69,7 @@ T_TEST(seed_lock, ten_processes_print_whole_lines_exactly_once)
 		mp_process_free(p[num]);
 	}
 
-	fflush(stdout);
-	dup2(saved, STDOUT_FILENO);
-	close(saved);
-	cr_assert_gt(pread(out, buf, sizeof(buf) - 1, 0), 0);
-	close(out);
-	fputs(buf, stdout);
+	t_capture_end(&c, buf, sizeof(buf));
 
 	int seen[10] = { 0 }, lines = 0;
 	for (char *save = NULL, *line = strtok_r(buf, "\n", &save);

@@ -45,42 +45,15 @@ f2(const void *const args[], void *out, size_t cap)
 	return sizeof(int);
 }
 
-/* Capture stdout in a memfd around the examples. */
-struct capture {
-	int fd, saved;
-};
-
-static void
-capture_start(struct capture *c)
-{
-	c->fd = memfd_create("seed-out", MFD_CLOEXEC);
-	cr_assert_geq(c->fd, 0);
-	fflush(stdout);
-	c->saved = dup(STDOUT_FILENO);
-	dup2(c->fd, STDOUT_FILENO);
-}
-
-static void
-capture_end(struct capture *c, char *buf, size_t cap)
-{
-	fflush(stdout);
-	dup2(c->saved, STDOUT_FILENO);
-	close(c->saved);
-	memset(buf, 0, cap);
-	cr_assert_geq(pread(c->fd, buf, cap - 1, 0), 0);
-	close(c->fd);
-	fputs(buf, stdout);
-}
-
 T_TEST(seed_pool, apply_async_over_10_and_20_prints_10_and_20)
 {
 	static const int args[] = { 10, 20 };
 	mp_async *result[2];
-	struct capture c;
+	struct t_capture c;
 	char buf[256];
 	mp_pool *pool;
 
-	capture_start(&c);
+	t_capture_begin(&c);
 	cr_assert_eq(mp_pool_new(&pool, NULL), 0);
 	for (int i = 0; i < 2; i++)
 		cr_assert_eq(mp_pool_apply_async(pool, f, &args[i],
@@ -98,7 +71,7 @@ T_TEST(seed_pool, apply_async_over_10_and_20_prints_10_and_20)
 		mp_async_free(result[i]);
 	}
 	mp_pool_free(pool);
-	capture_end(&c, buf, sizeof(buf));
+	t_capture_end(&c, buf, sizeof(buf));
 	cr_assert_str_eq(buf, "10\n20\n");
 }
 
@@ -106,12 +79,12 @@ T_TEST(seed_pool, map_async_get_returns_every_item)
 {
 	static const int items[] = { 7, 42 };	/* (a0, a1) */
 	int results[2] = { 0, 0 };
-	struct capture c;
+	struct t_capture c;
 	char buf[256];
 	mp_pool *pool;
 	mp_async *r;
 
-	capture_start(&c);
+	t_capture_begin(&c);
 	cr_assert_eq(mp_pool_new(&pool, NULL), 0);
 	cr_assert_eq(mp_pool_map_async(pool, f, items, 2, sizeof(int),
 				       results, sizeof(int), 0, NULL, NULL,
@@ -126,7 +99,7 @@ T_TEST(seed_pool, map_async_get_returns_every_item)
 		printf("%d\n", results[i]);
 	mp_async_free(r);
 	mp_pool_free(pool);
-	capture_end(&c, buf, sizeof(buf));
+	t_capture_end(&c, buf, sizeof(buf));
 	cr_assert_str_eq(buf, "7\n42\n");
 }
 
@@ -137,12 +110,12 @@ T_TEST(seed_pool, starmap_async_passes_both_columns)
 	const void *const cols[] = { a, b };
 	const size_t sizes[] = { sizeof(int), sizeof(double) };
 	int results[2] = { 0, 0 };
-	struct capture c;
+	struct t_capture c;
 	char buf[256];
 	mp_pool *pool;
 	mp_async *r;
 
-	capture_start(&c);
+	t_capture_begin(&c);
 	cr_assert_eq(mp_pool_new(&pool, NULL), 0);
 	cr_assert_eq(mp_pool_starmap_async(pool, f2, 2, cols, sizes, 2,
 					   results, sizeof(int), 0, NULL,
@@ -154,6 +127,6 @@ T_TEST(seed_pool, starmap_async_passes_both_columns)
 		printf("%d\n", results[i]);
 	mp_async_free(r);
 	mp_pool_free(pool);
-	capture_end(&c, buf, sizeof(buf));
+	t_capture_end(&c, buf, sizeof(buf));
 	cr_assert_str_eq(buf, "3\n5\n");
 }

@@ -46,26 +46,18 @@ f(void *name)
 
 T_TEST(seed_process, child_prints_its_parent_and_itself)
 {
-	int out = memfd_create("seed-out", MFD_CLOEXEC);
-	int saved = dup(STDOUT_FILENO);
+	struct t_capture c;
 	mp_process *p;
-	char buf[4096] = { 0 };
+	char buf[4096];
 
-	cr_assert_geq(out, 0);
-	fflush(stdout);
-	dup2(out, STDOUT_FILENO);
+	t_capture_begin(&c);
 
 	info("main line");
 	cr_assert_eq(mp_process_new(&p, f, "bob", NULL), 0);
 	cr_assert_eq(mp_process_start(p), 0);
 	cr_assert_eq(mp_process_join(p, MP_SEC(10)), 0);
 
-	fflush(stdout);
-	dup2(saved, STDOUT_FILENO);
-	close(saved);
-	cr_assert_gt(pread(out, buf, sizeof(buf) - 1, 0), 0);
-	close(out);
-	fputs(buf, stdout);
+	t_capture_end(&c, buf, sizeof(buf));
 
 	int mpp = 0, mpid = 0, cpp = 0, cpid = 0, n = 0;
 	char name[16] = "";
