@@ -17,6 +17,9 @@
  * to a process that is not a child (SCM_RIGHTS) and closes it;
  * mp__region_attach() maps such a received fd.  The Manager uses the pair
  * to hand its connections' rings to clients forked after it started.
+ * mp__region_capture() makes the calling thread's next mp__region_map()
+ * keep its fd as well, so that an object made by its ordinary constructor
+ * can be exported (the Manager's server-owned locks, queues, values).
  *
  * Crash analysis: a process killed inside mp__region_map() loses only its
  * own memfd and mapping, which the kernel reclaims with the process.
@@ -39,13 +42,27 @@ page_round(size_t size)
 	return (size + page - 1) & ~(page - 1);
 }
 
+/* Where the next map of this thread leaves its fd (mp__region_capture). */
+static __thread int *capture;
+
+void
+mp__region_capture(int *fd)
+{
+	capture = fd;
+}
+
 int
 mp__region_map(size_t size, void **out)
 {
-	int fd, rc;
+	int fd, rc, *keep = capture;
 
-	if ((rc = mp__region_map_fd(size, out, &fd)) == 0)
-		close(fd);
+	capture = NULL;
+	if ((rc = mp__region_map_fd(size, out, &fd)) == 0) {
+		if (keep != NULL)
+			*keep = fd;
+		else
+			close(fd);
+	}
 	return rc;
 }
 

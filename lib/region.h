@@ -30,6 +30,13 @@ int mp__region_map_fd(size_t size, void **out, int *fd);
  */
 int mp__region_attach(int fd, void **out, size_t *size);
 
+/*
+ * Make this thread's next mp__region_map() store its memfd in *fd (kept
+ * open, close-on-exec, the caller's to close) instead of closing it; NULL
+ * cancels.  Lets a constructor's region be exported by fd.
+ */
+void mp__region_capture(int *fd);
+
 /* Unmap a region of the given size from this process. */
 void mp__region_unmap(void *base, size_t size);
 
