@@ -136,6 +136,7 @@
 #include <ck_pr.h>
 
 #include "lib/futex.h"
+#include "lib/import.h"
 #include "lib/lock.h"
 #include "lib/region.h"
 #include "lib/task.h"
@@ -355,6 +356,52 @@ mutex_free(struct mp_rlock *h)
 	mp__handle_free(h, sizeof(*h));
 }
 
+/* Adopt a mutex region received by fd (lib/import.h). */
+static int
+mutex_import(int fd, uint32_t magic, struct mp_rlock **out)
+{
+	struct mp_rlock *h;
+	struct mp__mutex *m;
+	size_t size;
+	void *shm;
+	int rc;
+
+	if (out == NULL)
+		return -EINVAL;
+	if ((rc = mp__region_attach(fd, &shm, &size)) < 0)
+		return rc;
+	m = shm;
+	if (size < sizeof(*m) || m->hdr.magic != MP__MUTEX_SHM_MAGIC ||
+	    m->hdr.version != MP__LAYOUT_VERSION) {
+		rc = -EINVAL;
+		goto fail_unmap;
+	}
+	if ((h = mp__handle_alloc(sizeof(*h))) == NULL) {
+		rc = -ENOMEM;
+		goto fail_unmap;
+	}
+	h->m = m;
+	h->flags = 0;
+	h->magic = magic;
+	*out = h;
+	return 0;
+fail_unmap:
+	mp__region_unmap(shm, size);
+	return rc;
+}
+
+int
+mp__lock_import(int fd, mp_lock **out)
+{
+	return mutex_import(fd, MP__LOCK_MAGIC, (struct mp_rlock **)out);
+}
+
+int
+mp__rlock_import(int fd, mp_rlock **out)
+{
+	return mutex_import(fd, MP__RLOCK_MAGIC, out);
+}
+
 int
 mp_lock_new(mp_lock **out)
 {
@@ -518,6 +565,41 @@ mp_cond_new(mp_cond **out, mp_rlock *lock)
 	return 0;
 fail_free:
 	mp__handle_free(c, sizeof(*c));
+	return rc;
+}
+
+int
+mp__cond_import(int fd, mp_cond **out)
+{
+	struct mp_cond *c;
+	struct cond_shm *cs;
+	size_t size;
+	void *shm;
+	int rc;
+
+	if (out == NULL)
+		return -EINVAL;
+	if ((rc = mp__region_attach(fd, &shm, &size)) < 0)
+		return rc;
+	cs = shm;
+	if (size < sizeof(*cs) || cs->hdr.magic != COND_SHM_MAGIC ||
+	    cs->hdr.version != MP__LAYOUT_VERSION ||
+	    cs->own.hdr.magic != MP__MUTEX_SHM_MAGIC) {
+		rc = -EINVAL;
+		goto fail_unmap;
+	}
+	if ((c = mp__handle_alloc(sizeof(*c))) == NULL) {
+		rc = -ENOMEM;
+		goto fail_unmap;
+	}
+	c->shm = cs;
+	mp__rlock_embed(&c->own, &cs->own);
+	c->lock = &c->own;
+	c->magic = COND_MAGIC;
+	*out = c;
+	return 0;
+fail_unmap:
+	mp__region_unmap(shm, size);
 	return rc;
 }
 
