@@ -87,6 +87,7 @@
 #include <ck_pr.h>
 
 #include "lib/futex.h"
+#include "lib/import.h"
 #include "lib/lock.h"
 #include "lib/region.h"
 #include "lib/task.h"
@@ -192,6 +193,50 @@ sem_new(mp_sem **out, unsigned value, bool bounded)
 fail_free:
 	mp__handle_free(s, sizeof(*s));
 	return rc;
+}
+
+/*
+ * Map a region received by fd whose header must read magic and which must
+ * hold at least min bytes (lib/import.h).
+ */
+static int
+attach_checked(int fd, uint32_t magic, size_t min, void **shm, size_t *size)
+{
+	struct mp__hdr *h;
+	int rc;
+
+	if ((rc = mp__region_attach(fd, shm, size)) < 0)
+		return rc;
+	h = *shm;
+	if (*size < min || h->magic != magic ||
+	    h->version != MP__LAYOUT_VERSION) {
+		mp__region_unmap(*shm, *size);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int
+mp__sem_import(int fd, mp_sem **out)
+{
+	struct mp_sem *s;
+	size_t size;
+	void *shm;
+	int rc;
+
+	if (out == NULL)
+		return -EINVAL;
+	if ((rc = attach_checked(fd, SEM_SHM_MAGIC, sizeof(struct sem_shm),
+				 &shm, &size)) < 0)
+		return rc;
+	if ((s = mp__handle_alloc(sizeof(*s))) == NULL) {
+		mp__region_unmap(shm, size);
+		return -ENOMEM;
+	}
+	s->shm = shm;
+	s->magic = SEM_MAGIC;
+	*out = s;
+	return 0;
 }
 
 int
@@ -316,6 +361,29 @@ static inline struct event_shm *
 event_shm(const mp_event *e)
 {
 	return e != NULL && e->magic == EVENT_MAGIC ? e->shm : NULL;
+}
+
+int
+mp__event_import(int fd, mp_event **out)
+{
+	struct mp_event *e;
+	size_t size;
+	void *shm;
+	int rc;
+
+	if (out == NULL)
+		return -EINVAL;
+	if ((rc = attach_checked(fd, EVENT_SHM_MAGIC, sizeof(struct event_shm),
+				 &shm, &size)) < 0)
+		return rc;
+	if ((e = mp__handle_alloc(sizeof(*e))) == NULL) {
+		mp__region_unmap(shm, size);
+		return -ENOMEM;
+	}
+	e->shm = shm;
+	e->magic = EVENT_MAGIC;
+	*out = e;
+	return 0;
 }
 
 int
@@ -476,6 +544,38 @@ static inline struct barrier_shm *
 barrier_shm(const mp_barrier *b)
 {
 	return b != NULL && b->magic == BARRIER_MAGIC ? b->shm : NULL;
+}
+
+int
+mp__barrier_import(int fd, mp_barrier **out)
+{
+	struct mp_barrier *b;
+	struct barrier_shm *sh;
+	size_t size, len;
+	void *shm;
+	int rc;
+
+	if (out == NULL)
+		return -EINVAL;
+	if ((rc = attach_checked(fd, BARRIER_SHM_MAGIC, sizeof(*sh), &shm,
+				 &size)) < 0)
+		return rc;
+	sh = shm;
+	len = sizeof(*sh) + (size_t)sh->parties * sizeof(sh->slot[0]);
+	if (sh->parties == 0 || sh->parties > 0xffff || len > size) {
+		mp__region_unmap(shm, size);
+		return -EINVAL;
+	}
+	if ((b = mp__handle_alloc(sizeof(*b))) == NULL) {
+		mp__region_unmap(shm, size);
+		return -ENOMEM;
+	}
+	b->shm = sh;
+	b->len = len;
+	b->parties = sh->parties;
+	b->magic = BARRIER_MAGIC;
+	*out = b;
+	return 0;
 }
 
 int
