@@ -29,6 +29,7 @@
 
 #include <stdlib.h>
 
+#include "lib/import.h"
 #include "lib/lock.h"
 #include "lib/region.h"
 
@@ -86,6 +87,65 @@ bytes_new(struct shared_bytes **out, uint32_t magic, size_t n,
 fail_free:
 	mp__handle_free(b, sizeof(*b));
 	return rc;
+}
+
+/* Adopt a region received by fd, made by bytes_new with these values. */
+static int
+bytes_import(int fd, struct shared_bytes **out, uint32_t magic, size_t n,
+	     size_t elem_size, int flags)
+{
+	struct shared_bytes *b;
+	struct mp__mutex *m;
+	size_t len, size;
+	void *base;
+	int rc;
+
+	if (out == NULL || elem_size == 0 || (flags & ~MP_NOLOCK) != 0)
+		return -EINVAL;
+	if (n > (SIZE_MAX / 4 - DATA_OFFSET) / elem_size)
+		return -EINVAL;
+	len = DATA_OFFSET + n * elem_size;
+	if ((rc = mp__region_attach(fd, &base, &size)) < 0)
+		return rc;
+	m = base;
+	if (size < len || m->hdr.magic != MP__MUTEX_SHM_MAGIC ||
+	    m->hdr.version != MP__LAYOUT_VERSION) {
+		rc = -EINVAL;
+		goto fail_unmap;
+	}
+	if ((b = mp__handle_alloc(sizeof(*b))) == NULL) {
+		rc = -ENOMEM;
+		goto fail_unmap;
+	}
+	b->base = base;
+	b->len = len;
+	b->n = n;
+	b->flags = flags;
+	if (!(flags & MP_NOLOCK))
+		mp__rlock_embed(&b->lock, b->base);
+	b->magic = magic;
+	*out = b;
+	return 0;
+fail_unmap:
+	mp__region_unmap(base, size);
+	return rc;
+}
+
+int
+mp__value_import(int fd, size_t size, int flags, mp_value **out)
+{
+	if (size == 0)
+		return -EINVAL;
+	return bytes_import(fd, (struct shared_bytes **)out, VALUE_MAGIC, size,
+			    1, flags);
+}
+
+int
+mp__array_import(int fd, size_t n, size_t elem_size, int flags,
+		 mp_array **out)
+{
+	return bytes_import(fd, (struct shared_bytes **)out, ARRAY_MAGIC, n,
+			    elem_size, flags);
 }
 
 static inline struct shared_bytes *
