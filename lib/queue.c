@@ -170,6 +170,7 @@
 
 #include "lib/futex.h"
 #include "lib/handle.h"
+#include "lib/import.h"
 #include "lib/region.h"
 #include "lib/task.h"
 
@@ -761,6 +762,48 @@ wait_step(struct mp_queue *q, struct side *sd, struct waiter *wt,
 	return 0;
 }
 
+/* The geometry of a queue: slot size and region length; -EINVAL if absurd. */
+static int
+geometry(size_t *maxsize, size_t *msg_max, size_t *slot_sizep, size_t *lenp)
+{
+	size_t slot_size;
+
+	if (*maxsize == 0)
+		*maxsize = QUEUE_DEFAULT;
+	if (*msg_max == 0)
+		*msg_max = QUEUE_DEFAULT;
+	if (*maxsize > MAX_MAXSIZE || *msg_max > MAX_MSG)
+		return -EINVAL;
+	/*
+	 * Small slots pack several to a line; larger ones start on a line
+	 * so that neighbours do not share one.
+	 */
+	slot_size = (sizeof(struct slot) + *msg_max + 15) & ~(size_t)15;
+	if (slot_size > MP__CACHELINE)
+		slot_size = (slot_size + MP__CACHELINE - 1) &
+			    ~(size_t)(MP__CACHELINE - 1);
+	if (slot_size > (SIZE_MAX >> 4) / *maxsize)
+		return -EINVAL;
+	*slot_sizep = slot_size;
+	*lenp = sizeof(struct qshm) + slot_size * *maxsize;
+	return 0;
+}
+
+/* Fill a handle for the region at base. */
+static void
+handle_init(struct mp_queue *q, void *base, size_t len, size_t maxsize,
+	    size_t msg_max, size_t slot_size)
+{
+	q->s = base;
+	q->slots = (unsigned char *)base + sizeof(struct qshm);
+	q->maplen = len;
+	q->cap = maxsize;
+	q->pow2 = (maxsize & (maxsize - 1)) == 0;
+	q->mask = maxsize - 1;
+	q->msg_max = msg_max;
+	q->slot_size = slot_size;
+}
+
 int
 mp_queue_new(mp_queue **out, size_t maxsize, size_t msg_max)
 {
@@ -772,36 +815,14 @@ mp_queue_new(mp_queue **out, size_t maxsize, size_t msg_max)
 
 	if (out == NULL)
 		return -EINVAL;
-	if (maxsize == 0)
-		maxsize = QUEUE_DEFAULT;
-	if (msg_max == 0)
-		msg_max = QUEUE_DEFAULT;
-	if (maxsize > MAX_MAXSIZE || msg_max > MAX_MSG)
-		return -EINVAL;
-	/*
-	 * Small slots pack several to a line; larger ones start on a line
-	 * so that neighbours do not share one.
-	 */
-	slot_size = (sizeof(struct slot) + msg_max + 15) & ~(size_t)15;
-	if (slot_size > MP__CACHELINE)
-		slot_size = (slot_size + MP__CACHELINE - 1) &
-			    ~(size_t)(MP__CACHELINE - 1);
-	if (slot_size > (SIZE_MAX >> 4) / maxsize)
-		return -EINVAL;
-	len = sizeof(struct qshm) + slot_size * maxsize;
+	if ((rc = geometry(&maxsize, &msg_max, &slot_size, &len)) < 0)
+		return rc;
 	if ((q = mp__handle_alloc(sizeof(*q))) == NULL)
 		return -ENOMEM;
 	if ((rc = mp__region_map(len, &base)) < 0)
 		goto fail_free;
 	s = base;
-	q->s = s;
-	q->slots = (unsigned char *)base + sizeof(struct qshm);
-	q->maplen = len;
-	q->cap = maxsize;
-	q->pow2 = (maxsize & (maxsize - 1)) == 0;
-	q->mask = maxsize - 1;
-	q->msg_max = msg_max;
-	q->slot_size = slot_size;
+	handle_init(q, base, len, maxsize, msg_max, slot_size);
 	for (uint64_t i = 0; i < maxsize; i++)
 		slot_at(q, i)->word = mkw(i, ST_FREE, 0);
 	s->hdr.version = MP__LAYOUT_VERSION;
@@ -811,6 +832,40 @@ mp_queue_new(mp_queue **out, size_t maxsize, size_t msg_max)
 	return 0;
 fail_free:
 	mp__handle_free(q, sizeof(*q));
+	return rc;
+}
+
+int
+mp__queue_import(int fd, size_t maxsize, size_t msg_max, mp_queue **out)
+{
+	struct mp_queue *q;
+	struct qshm *s;
+	size_t slot_size, len, size;
+	void *base;
+	int rc;
+
+	if (out == NULL)
+		return -EINVAL;
+	if ((rc = geometry(&maxsize, &msg_max, &slot_size, &len)) < 0)
+		return rc;
+	if ((rc = mp__region_attach(fd, &base, &size)) < 0)
+		return rc;
+	s = base;
+	if (size < len || s->hdr.magic != QUEUE_SHM_MAGIC ||
+	    s->hdr.version != MP__LAYOUT_VERSION) {
+		rc = -EINVAL;
+		goto fail_unmap;
+	}
+	if ((q = mp__handle_alloc(sizeof(*q))) == NULL) {
+		rc = -ENOMEM;
+		goto fail_unmap;
+	}
+	handle_init(q, base, len, maxsize, msg_max, slot_size);
+	q->magic = QUEUE_MAGIC;
+	*out = q;
+	return 0;
+fail_unmap:
+	mp__region_unmap(base, size);
 	return rc;
 }
 
