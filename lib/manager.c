@@ -17,7 +17,10 @@
  * end over the channel (SCM_RIGHTS; a seqpacket message arrives whole, so
  * any number of processes may share the channel), and receives on the
  * other end the memfd and socket of a fresh pipe (mp__pipe_import).  The
- * private socket is used once: no reply can reach the wrong process.
+ * private socket belongs to this process alone, so no reply can reach the
+ * wrong process; it stays open as the connection's side socket, over which
+ * the server sends the memfd of each shared-memory object opened (Lock,
+ * Queue, Value, ...: lib/manager_server.c), just before the pipe reply.
  *
  * Calls.  One request message and one reply message on the pipe, under
  * the handle's mutex (the pipe allows one sender and one receiver an end
@@ -64,6 +67,7 @@
 #include <ck_pr.h>
 
 #include "lib/handle.h"
+#include "lib/import.h"
 #include "lib/manager.h"
 #include "lib/pipe.h"
 #include "lib/region.h"
@@ -90,6 +94,7 @@ struct mp_manager {
 	pid_t owner;
 	pid_t conn_pid;		/* whose connection conn is */
 	mp_conn *conn;
+	int side;		/* the connection's side socket (fds), or -1 */
 	pthread_mutex_t mu;	/* one call at a time on conn */
 	unsigned char *sbuf, *rbuf;
 	size_t scap, rcap;
@@ -191,6 +196,8 @@ connect_server(mp_manager *m)
 	if ((rc = mp__pipe_import(fds[0], fds[1], &m->conn)) == 0) {
 		fds[1] = -1;	/* the connection owns it now */
 		m->conn_pid = mp__pid();
+		m->side = sv[0];
+		sv[0] = -1;	/* kept: server-owned objects' fds come here */
 	}
 out_fds:
 	if (fds[0] >= 0)
@@ -198,8 +205,21 @@ out_fds:
 	if (fds[1] >= 0)
 		close(fds[1]);
 out:
-	close(sv[0]);
+	if (sv[0] >= 0)
+		close(sv[0]);
 	return rc;
+}
+
+/* Drop this process's copy of the connection (ours or a parent's). */
+static void
+drop_conn(mp_manager *m)
+{
+	if (m->conn != NULL)
+		mp_conn_close(m->conn);
+	if (m->side >= 0)
+		close(m->side);
+	m->conn = NULL;
+	m->side = -1;
 }
 
 /* Under m->mu: a connection of this process's own, made if need be. */
@@ -208,12 +228,40 @@ ensure_conn(mp_manager *m)
 {
 	if (m->conn != NULL && m->conn_pid == mp__pid())
 		return 0;
-	if (m->conn != NULL) {
-		/* The parent's, copied by fork: drop our copy only. */
-		mp_conn_close(m->conn);
-		m->conn = NULL;
-	}
+	/* A parent's, copied by fork: closing our copy leaves it intact. */
+	drop_conn(m);
 	return connect_server(m);
+}
+
+/* Under m->mu: the fd the server sent before its reply to an open. */
+static int
+recv_fd(mp_manager *m, int *fd)
+{
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int))];
+	} cm;
+	char byte;
+	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = cm.b,
+			     .msg_controllen = sizeof(cm.b) };
+	struct cmsghdr *h;
+	ssize_t n;
+
+	*fd = -1;
+	memset(&cm, 0, sizeof(cm));
+	do {
+		/* Sent before the reply we already have: never waits. */
+		n = recvmsg(m->side, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	} while (n < 0 && errno == EINTR);
+	for (h = CMSG_FIRSTHDR(&mh); n > 0 && h != NULL;
+	     h = CMSG_NXTHDR(&mh, h)) {
+		if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS &&
+		    h->cmsg_len == CMSG_LEN(sizeof(int)))
+			memcpy(fd, CMSG_DATA(h), sizeof(int));
+	}
+	return *fd >= 0 ? 0 : MP_ESERVER;
 }
 
 static int
@@ -239,8 +287,8 @@ grow(unsigned char **b, size_t *cap, size_t want)
  * its length in *outlen.
  */
 static int64_t
-call(mp_manager *m, struct mgr_req *rq, const void *k, const void *v,
-     void *buf, size_t cap, void **out, size_t *outlen)
+call_fd(mp_manager *m, struct mgr_req *rq, const void *k, const void *v,
+	void *buf, size_t cap, void **out, size_t *outlen, int *fd)
 {
 	struct mgr_rep rp;
 	size_t total = sizeof(*rq) + rq->klen + rq->vlen;
@@ -306,6 +354,11 @@ call(mp_manager *m, struct mgr_req *rq, const void *k, const void *v,
 		}
 		memcpy(buf, rb + sizeof(rp), rp.len);
 	}
+	if (rc >= 0 && fd != NULL) {
+		int r = recv_fd(m, fd);
+		if (r < 0)
+			rc = r;
+	}
 out_big:
 	free(big);
 out:
@@ -316,13 +369,18 @@ fail_conn:
 	 * The connection is out of step or gone: drop it; the next call
 	 * connects afresh (or finds the server gone).
 	 */
-	if (rc == -EPIPE || rc == -ENOMEM || rc == -EINVAL) {
-		mp_conn_close(m->conn);
-		m->conn = NULL;
-	}
+	if (rc == -EPIPE || rc == -ENOMEM || rc == -EINVAL)
+		drop_conn(m);
 	if (rc != -ENOMEM)
 		rc = -EPIPE;
 	goto out;
+}
+
+static int64_t
+call(mp_manager *m, struct mgr_req *rq, const void *k, const void *v,
+     void *buf, size_t cap, void **out, size_t *outlen)
+{
+	return call_fd(m, rq, k, v, buf, cap, out, outlen, NULL);
 }
 
 /* ---- manager ---- */
@@ -361,6 +419,7 @@ mp_manager_start(mp_manager **out, const mp_manager_attr *attr)
 		goto fail_proc;
 	close(sv[0]);
 	m->ctl = sv[1];
+	m->side = -1;
 	m->owner = mp__pid();
 	pthread_mutex_init(&m->mu, NULL);
 	m->magic = MGR_MAGIC;
@@ -405,8 +464,7 @@ mp_manager_free(mp_manager *m)
 	}
 	m->magic = 0;
 	/* A copy inherited from a parent is closed just the same: ours only. */
-	if (m->conn != NULL)
-		mp_conn_close(m->conn);
+	drop_conn(m);
 	close(m->ctl);
 	free(m->sbuf);
 	free(m->rbuf);
@@ -472,6 +530,136 @@ int
 mp_manager_namespace(mp_manager *m, const char *name, mp_ns **ns)
 {
 	return open_obj(m, name, MGR_NS, NS_MAGIC, (void **)ns);
+}
+
+/*
+ * Open a shared-memory object: the server sends its region's memfd, and
+ * it becomes an ordinary handle here (lib/import.h).
+ */
+static int
+open_shared(mp_manager *m, const char *name, uint32_t kind, uint64_t a,
+	    uint64_t b, int flags, void **out)
+{
+	struct mgr_req rq = { .op = MGR_OPEN, .kind = kind, .a = (int64_t)a,
+			      .b = (int64_t)b, .obj = (uint64_t)flags };
+	struct mgr_params prm;
+	size_t nlen = 0;
+	int64_t rc;
+	int fd;
+
+	if (!mgr_ok(m) || out == NULL || flags < 0)
+		return -EINVAL;
+	if (name != NULL) {
+		nlen = strnlen(name, MP_MANAGER_NAME_MAX + 1);
+		if (nlen == 0 || nlen > MP_MANAGER_NAME_MAX)
+			return -EINVAL;
+	}
+	rq.klen = nlen;
+	rc = call_fd(m, &rq, name, NULL, &prm, sizeof(prm), NULL, NULL, &fd);
+	if (rc < 0)
+		return (int)rc;
+	switch (kind) {
+	case MGR_LOCK:
+		rc = mp__lock_import(fd, (mp_lock **)out);
+		break;
+	case MGR_RLOCK:
+		rc = mp__rlock_import(fd, (mp_rlock **)out);
+		break;
+	case MGR_SEM:
+	case MGR_BSEM:
+		rc = mp__sem_import(fd, (mp_sem **)out);
+		break;
+	case MGR_COND:
+		rc = mp__cond_import(fd, (mp_cond **)out);
+		break;
+	case MGR_EVENT:
+		rc = mp__event_import(fd, (mp_event **)out);
+		break;
+	case MGR_BARRIER:
+		rc = mp__barrier_import(fd, (mp_barrier **)out);
+		break;
+	case MGR_QUEUE:
+		rc = mp__queue_import(fd, (size_t)prm.a, (size_t)prm.b,
+				      (mp_queue **)out);
+		break;
+	case MGR_VALUE:
+		rc = mp__value_import(fd, (size_t)prm.a, (int)prm.flags,
+				      (mp_value **)out);
+		break;
+	default:
+		rc = mp__array_import(fd, (size_t)prm.a, (size_t)prm.b,
+				      (int)prm.flags, (mp_array **)out);
+	}
+	close(fd);
+	return (int)rc;
+}
+
+int
+mp_manager_lock(mp_manager *m, const char *name, mp_lock **l)
+{
+	return open_shared(m, name, MGR_LOCK, 0, 0, 0, (void **)l);
+}
+
+int
+mp_manager_rlock(mp_manager *m, const char *name, mp_rlock **l)
+{
+	return open_shared(m, name, MGR_RLOCK, 0, 0, 0, (void **)l);
+}
+
+int
+mp_manager_semaphore(mp_manager *m, const char *name, unsigned value,
+		     mp_sem **s)
+{
+	return open_shared(m, name, MGR_SEM, value, 0, 0, (void **)s);
+}
+
+int
+mp_manager_bounded_semaphore(mp_manager *m, const char *name,
+			     unsigned value, mp_sem **s)
+{
+	return open_shared(m, name, MGR_BSEM, value, 0, 0, (void **)s);
+}
+
+int
+mp_manager_condition(mp_manager *m, const char *name, mp_cond **c)
+{
+	return open_shared(m, name, MGR_COND, 0, 0, 0, (void **)c);
+}
+
+int
+mp_manager_event(mp_manager *m, const char *name, mp_event **e)
+{
+	return open_shared(m, name, MGR_EVENT, 0, 0, 0, (void **)e);
+}
+
+int
+mp_manager_barrier(mp_manager *m, const char *name, unsigned parties,
+		   mp_barrier **b)
+{
+	return open_shared(m, name, MGR_BARRIER, parties, 0, 0, (void **)b);
+}
+
+int
+mp_manager_queue(mp_manager *m, const char *name, size_t maxsize,
+		 size_t msg_max, mp_queue **q)
+{
+	return open_shared(m, name, MGR_QUEUE, maxsize, msg_max, 0,
+			   (void **)q);
+}
+
+int
+mp_manager_value(mp_manager *m, const char *name, size_t size, int flags,
+		 mp_value **v)
+{
+	return open_shared(m, name, MGR_VALUE, size, 0, flags, (void **)v);
+}
+
+int
+mp_manager_array(mp_manager *m, const char *name, size_t n,
+		 size_t elem_size, int flags, mp_array **a)
+{
+	return open_shared(m, name, MGR_ARRAY, n, elem_size, flags,
+			   (void **)a);
 }
 
 static void

@@ -20,10 +20,27 @@
 #define MGR_SHM_MAGIC 0x6d676d72u	/* "mgmr" */
 
 /* Kinds of server objects. */
-enum mgr_kind { MGR_DICT = 1, MGR_LIST, MGR_NS };
+enum mgr_kind {
+	MGR_DICT = 1, MGR_LIST, MGR_NS,
+	/* Shared-memory objects: the client maps their region (fd kinds). */
+	MGR_LOCK, MGR_RLOCK, MGR_SEM, MGR_BSEM, MGR_COND, MGR_EVENT,
+	MGR_BARRIER, MGR_QUEUE, MGR_VALUE, MGR_ARRAY,
+	MGR_KIND_END
+};
+
+/*
+ * Opening an fd kind: a, b and obj (as flags) carry the constructor's
+ * parameters; the server sends the region's memfd over the connection's
+ * side socket (SCM_RIGHTS) before its reply, whose payload is the
+ * object's actual parameters.
+ */
+struct mgr_params {
+	uint64_t a, b, flags;
+};
 
 enum mgr_op {
 	MGR_OPEN = 1,		/* kind, key = name (klen 0: anonymous) */
+				/* fd kinds: a, b, obj = flags (above) */
 	MGR_D_SET,
 	MGR_D_GET,
 	MGR_D_DEL,

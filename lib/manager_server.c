@@ -45,6 +45,19 @@
  * writer changes the list) and retries if it moved: readers never block
  * writers, and a slice is one state of the list.
  *
+ * Shared-memory objects (Lock, RLock, Semaphore, BoundedSemaphore,
+ * Condition, Event, Barrier, Queue, Value, Array).  The server makes one
+ * with the type's own constructor while mp__region_capture() keeps the
+ * region's memfd, frees its own handle at once (the memfd keeps the pages)
+ * and keeps only the memfd and the parameters.  Each open sends the memfd
+ * over the connection's side socket (the private socket of the connect
+ * handshake, kept for the connection's life) and then the reply; the
+ * client maps it into an ordinary handle (lib/import.h).  So lock and
+ * queue operations never involve the server, and a lock held by a client
+ * that dies is recovered by the lock's own owner-death rule: the next
+ * acquirer gets -EOWNERDEAD.  The memory lives as long as any client maps
+ * it, even after the server is gone.
+ *
  * Invariants:
  *  1. Only the holder of an object's wlock changes it; memory reachable
  *     from a table or a published vector is freed only by call_rcu(),
@@ -68,6 +81,7 @@
  */
 #include "lib/internal.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -77,13 +91,18 @@
 #include <unistd.h>
 
 #include <mproc/pipe.h>
+#include <mproc/queue.h>
+#include <mproc/shm.h>
+#include <mproc/sync.h>
 
 #include <ck_pr.h>
 #include <urcu.h>
 #include <urcu/rculfhash.h>
 
+#include "lib/import.h"
 #include "lib/manager.h"
 #include "lib/pipe.h"
+#include "lib/region.h"
 
 #define RBUF_INIT (64 * 1024)
 #define RING_SIZE (256 * 1024)
@@ -100,6 +119,14 @@ struct obj {
 	uint64_t count;		/* dict entries; written under wlock */
 	struct lvec *vec;	/* list: RCU-published */
 	uint64_t seq;		/* list: odd while a writer changes it */
+	int memfd;		/* fd kinds: the region, sent to openers */
+	struct mgr_params prm;	/* fd kinds: as made */
+};
+
+/* A connection thread's state. */
+struct conn {
+	mp_conn *c;
+	int side;		/* the client's private socket: fds go here */
 };
 
 /* Every block that readers may see starts with its rcu_head (retire()). */
@@ -344,7 +371,10 @@ obj_make(uint32_t kind, const void *name, uint64_t nlen)
 		memcpy(o->name, name, nlen);
 		o->name_len = nlen;
 	}
-	if (kind == MGR_LIST) {
+	o->memfd = -1;
+	if (kind >= MGR_LOCK) {
+		/* made by make_region(), after */
+	} else if (kind == MGR_LIST) {
 		o->vec = calloc(1, sizeof(struct lvec) +
 				       8 * sizeof(struct lval *));
 		if (o->vec == NULL)
@@ -365,8 +395,119 @@ fail:
 	return NULL;
 }
 
+/*
+ * Make an fd kind's object with its own constructor, keeping only the
+ * region's memfd (mp__region_capture): the server never uses the object,
+ * and the memfd keeps its pages.  Returns 0 or the constructor's error.
+ */
+static int
+make_region(uint32_t kind, const struct mgr_params *p, int *fd)
+{
+	void *h = NULL;
+	int rc;
+
+	if (p->a > SIZE_MAX || p->b > SIZE_MAX || p->flags > INT_MAX)
+		return -EINVAL;
+	*fd = -1;
+	mp__region_capture(fd);
+	switch (kind) {
+	case MGR_LOCK:
+		if ((rc = mp_lock_new((mp_lock **)&h)) == 0)
+			mp_lock_free(h);
+		break;
+	case MGR_RLOCK:
+		if ((rc = mp_rlock_new((mp_rlock **)&h)) == 0)
+			mp_rlock_free(h);
+		break;
+	case MGR_SEM:
+	case MGR_BSEM:
+		rc = p->a > UINT_MAX ? -EINVAL
+		     : kind == MGR_SEM ? mp_sem_new((mp_sem **)&h, (unsigned)p->a)
+				       : mp_bsem_new((mp_sem **)&h,
+						     (unsigned)p->a);
+		if (rc == 0)
+			mp_sem_free(h);
+		break;
+	case MGR_COND:
+		if ((rc = mp_cond_new((mp_cond **)&h, NULL)) == 0)
+			mp_cond_free(h);
+		break;
+	case MGR_EVENT:
+		if ((rc = mp_event_new((mp_event **)&h)) == 0)
+			mp_event_free(h);
+		break;
+	case MGR_BARRIER:
+		rc = p->a > UINT_MAX ? -EINVAL
+		     : mp_barrier_new((mp_barrier **)&h, (unsigned)p->a);
+		if (rc == 0)
+			mp_barrier_free(h);
+		break;
+	case MGR_QUEUE:
+		if ((rc = mp_queue_new((mp_queue **)&h, (size_t)p->a,
+				       (size_t)p->b)) == 0)
+			mp_queue_free(h);
+		break;
+	case MGR_VALUE:
+		if ((rc = mp_value_new((mp_value **)&h, (size_t)p->a,
+				       (int)p->flags)) == 0)
+			mp_value_free(h);
+		break;
+	case MGR_ARRAY:
+		if ((rc = mp_array_new((mp_array **)&h, (size_t)p->a,
+				       (size_t)p->b, (int)p->flags)) == 0)
+			mp_array_free(h);
+		break;
+	default:
+		rc = -EINVAL;
+	}
+	mp__region_capture(NULL);
+	if (rc < 0 && *fd >= 0) {
+		close(*fd);
+		*fd = -1;
+	}
+	return rc;
+}
+
+/* Whether an existing object answers an open with these parameters. */
+static bool
+params_match(const struct obj *o, const struct mgr_params *p)
+{
+	if (o->kind == MGR_SEM || o->kind == MGR_BSEM)
+		return true;	/* the initial value counts only at creation */
+	return o->prm.a == p->a && o->prm.b == p->b &&
+	       o->prm.flags == p->flags;
+}
+
+/* Send fd to the client over its side socket, before the reply. */
+static int
+send_fd(int side, int fd)
+{
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int))];
+	} cm;
+	struct iovec iov = { .iov_base = "F", .iov_len = 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = cm.b,
+			     .msg_controllen = sizeof(cm.b) };
+	struct cmsghdr *h;
+	ssize_t n;
+
+	memset(&cm, 0, sizeof(cm));
+	h = CMSG_FIRSTHDR(&mh);
+	h->cmsg_level = SOL_SOCKET;
+	h->cmsg_type = SCM_RIGHTS;
+	h->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(h), &fd, sizeof(int));
+	do {
+		n = sendmsg(side, &mh, MSG_NOSIGNAL);
+	} while (n < 0 && errno == EINTR);
+	return n == 1 ? 0 : -EPIPE;
+}
+
 static int64_t
-op_open(uint32_t kind, const void *name, uint64_t nlen)
+op_open(uint32_t kind, const void *name, uint64_t nlen,
+	const struct mgr_params *prm, int side, struct out *ot)
 {
 	struct cds_lfht_iter it;
 	struct cds_lfht_node *n;
@@ -375,7 +516,8 @@ op_open(uint32_t kind, const void *name, uint64_t nlen)
 	struct obj *o;
 	int64_t rc;
 
-	if (kind < MGR_DICT || kind > MGR_NS || nlen > MP_MANAGER_NAME_MAX)
+	if (kind < MGR_DICT || kind >= MGR_KIND_END ||
+	    nlen > MP_MANAGER_NAME_MAX)
 		return -EINVAL;
 	/* Creation is rare: one lock keeps the two tables in step. */
 	pthread_mutex_lock(&srv.open_lock);
@@ -385,15 +527,26 @@ op_open(uint32_t kind, const void *name, uint64_t nlen)
 		n = cds_lfht_iter_get_node(&it);
 		if (n != NULL) {
 			o = caa_container_of(n, struct obj, name_node);
-			rc = o->kind == kind ? (int64_t)o->id : -EEXIST;
+			rc = o->kind == kind && (kind < MGR_LOCK ||
+						 params_match(o, prm))
+				     ? (int64_t)o->id
+				     : -EEXIST;
 			rcu_read_unlock();
-			goto out;
+			goto found;
 		}
 		rcu_read_unlock();
 	}
 	if ((o = obj_make(kind, name, nlen)) == NULL) {
 		rc = -ENOMEM;
 		goto out;
+	}
+	if (kind >= MGR_LOCK) {
+		if ((rc = make_region(kind, prm, &o->memfd)) < 0) {
+			free(o->name);
+			free(o);
+			goto out;
+		}
+		o->prm = *prm;
 	}
 	o->id = ++srv.next_id;
 	rcu_read_lock();
@@ -403,6 +556,14 @@ op_open(uint32_t kind, const void *name, uint64_t nlen)
 		cds_lfht_add(srv.names, h, &o->name_node);
 	rcu_read_unlock();
 	rc = (int64_t)o->id;
+found:
+	/* The fd goes first, so it is there when the client reads it. */
+	if (rc >= 0 && kind >= MGR_LOCK) {
+		if (send_fd(side, o->memfd) < 0)
+			rc = -EPIPE;
+		else if (out_put(ot, &o->prm, sizeof(o->prm)) < 0)
+			rc = -ENOMEM;
+	}
 out:
 	pthread_mutex_unlock(&srv.open_lock);
 	return rc;
@@ -847,13 +1008,14 @@ list_op(struct obj *o, const struct mgr_req *rq, const unsigned char *val,
 
 static int64_t
 dispatch(const struct mgr_req *rq, const unsigned char *k,
-	 const unsigned char *v, struct out *ot)
+	 const unsigned char *v, struct out *ot, int side)
 {
+	struct mgr_params prm = { (uint64_t)rq->a, (uint64_t)rq->b, rq->obj };
 	struct obj *o;
 	uint32_t kind;
 
 	if (rq->op == MGR_OPEN)
-		return op_open(rq->kind, k, rq->klen);
+		return op_open(rq->kind, k, rq->klen, &prm, side, ot);
 	if (rq->op <= MGR_OPEN || rq->op >= MGR_OP_END)
 		return -EINVAL;
 	rcu_read_lock();
@@ -864,13 +1026,15 @@ dispatch(const struct mgr_req *rq, const unsigned char *k,
 	kind = o->kind;
 	if (rq->op >= MGR_L_APPEND)
 		return kind == MGR_LIST ? list_op(o, rq, v, ot) : -EINVAL;
-	return kind != MGR_LIST ? dict_op(o, rq, k, v, ot) : -EINVAL;
+	return kind == MGR_DICT || kind == MGR_NS ? dict_op(o, rq, k, v, ot)
+						  : -EINVAL;
 }
 
 static void *
 conn_main(void *arg)
 {
-	mp_conn *c = arg;
+	struct conn *cn = arg;
+	mp_conn *c = cn->c;
 	struct out ot = { 0 };
 	unsigned char *buf = malloc(RBUF_INIT);
 	void *big = NULL;
@@ -903,7 +1067,8 @@ conn_main(void *arg)
 				rc = -EINVAL;
 			else
 				rc = dispatch(&rq, msg + sizeof(rq),
-					      msg + sizeof(rq) + rq.klen, &ot);
+					      msg + sizeof(rq) + rq.klen, &ot,
+					      cn->side);
 		}
 		free(big);
 		big = NULL;
@@ -918,6 +1083,8 @@ conn_main(void *arg)
 	free(ot.b);
 	free(buf);
 	mp_conn_close(c);
+	close(cn->side);
+	free(cn);
 	retire_flush();
 	rcu_unregister_thread();
 	return NULL;
@@ -936,15 +1103,25 @@ accept_one(int reply)
 	struct cmsghdr *h;
 	pthread_attr_t pa;
 	pthread_t th;
-	mp_conn *c;
+	struct conn *cn;
 	int memfd, sockfd, fds[2];
 
-	if (mp__pipe_export(RING_SIZE, &c, &memfd, &sockfd) < 0)
+	if ((cn = malloc(sizeof(*cn))) == NULL) {
+		close(reply);
 		return;		/* the client sees its socket hang up */
+	}
+	if (mp__pipe_export(RING_SIZE, &cn->c, &memfd, &sockfd) < 0) {
+		free(cn);
+		close(reply);
+		return;
+	}
+	cn->side = reply;
 	pthread_attr_init(&pa);
 	pthread_attr_setdetachstate(&pa, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&th, &pa, conn_main, c) != 0) {
-		mp_conn_close(c);
+	if (pthread_create(&th, &pa, conn_main, cn) != 0) {
+		mp_conn_close(cn->c);
+		free(cn);
+		close(reply);
 		goto out;
 	}
 	fds[0] = memfd;
@@ -959,7 +1136,10 @@ accept_one(int reply)
 	h->cmsg_type = SCM_RIGHTS;
 	h->cmsg_len = CMSG_LEN(sizeof(fds));
 	memcpy(CMSG_DATA(h), fds, sizeof(fds));
-	/* A client dead by now: its thread sees the pipe hang up. */
+	/*
+	 * A client dead by now: its thread sees the pipe hang up, but only
+	 * once we close sockfd below, so it cannot close `reply` under us.
+	 */
 	(void)sendmsg(reply, &mh, MSG_NOSIGNAL);
 out:
 	pthread_attr_destroy(&pa);
@@ -1019,8 +1199,7 @@ mp__manager_serve(void *arg)
 		}
 		if (fd < 0)
 			continue;
-		accept_one(fd);
-		close(fd);
+		accept_one(fd);	/* fd is the connection's side socket now */
 	}
 	/* Objects are process memory: exit frees them all at once. */
 	_exit(0);

@@ -722,3 +722,150 @@ T_TEST(manager, bad_arguments_return_negative_errno)
 	cr_assert_eq(mp_manager_shutdown(m), -EINVAL);
 	mp_manager_free(m);
 }
+
+/* ---- server-owned shared-memory objects ---- */
+
+struct owned {
+	mp_manager *m;
+	struct t_sync ready;
+};
+
+static int
+lock_holder(void *arg)
+{
+	struct owned *a = arg;
+	mp_lock *l;
+
+	/* Opened by name in this process: its own connection. */
+	T_CHECK(mp_manager_lock(a->m, "L", &l) == 0);
+	T_CHECK(mp_lock_acquire(l, MP_FOREVER) == 0);
+	t_sync_signal(&a->ready);
+	for (;;)
+		pause();
+	return T_PASS;
+}
+
+T_TEST(manager, lock_held_by_a_killed_client_is_eownerdead_to_the_next)
+{
+	struct owned a;
+	mp_lock *l;
+	pid_t p;
+
+	cr_assert_eq(mp_manager_start(&a.m, NULL), 0);
+	t_sync_init(&a.ready);
+	p = t_spawn(lock_holder, &a);
+	cr_assert_eq(t_sync_wait(&a.ready, 20000), 0);
+	cr_assert_eq(mp_manager_lock(a.m, "L", &l), 0);
+	cr_assert_eq(mp_lock_acquire(l, MP_NOWAIT), -EAGAIN);
+	cr_assert_eq(kill(p, SIGKILL), 0);
+	cr_assert_eq(t_wait_status(p, 20000), -SIGKILL);
+	cr_assert_eq(mp_lock_acquire(l, MP_SEC(20)), -EOWNERDEAD);
+	cr_assert_eq(mp_lock_release(l), 0);
+	cr_assert_eq(mp_lock_acquire(l, MP_NOWAIT), 0);
+	cr_assert_eq(mp_lock_release(l), 0);
+	t_sync_fini(&a.ready);
+	mp_lock_free(l);
+	mp_manager_free(a.m);
+}
+
+static int
+shared_child(void *arg)
+{
+	struct owned *a = arg;
+	mp_event *e;
+	mp_queue *q;
+	mp_value *v;
+	mp_array *arr;
+	mp_sem *s;
+	mp_barrier *b;
+	mp_rlock *r;
+	mp_cond *c;
+
+	T_CHECK(mp_manager_event(a->m, "E", &e) == 0);
+	T_CHECK(mp_manager_queue(a->m, "Q", 8, 64, &q) == 0);
+	T_CHECK(mp_manager_value(a->m, "V", sizeof(int64_t), 0, &v) == 0);
+	T_CHECK(mp_manager_array(a->m, "A", 4, sizeof(int), 0, &arr) == 0);
+	T_CHECK(mp_manager_semaphore(a->m, "S", 0, &s) == 0);
+	T_CHECK(mp_manager_barrier(a->m, "B", 2, &b) == 0);
+	T_CHECK(mp_manager_rlock(a->m, "R", &r) == 0);
+	T_CHECK(mp_manager_condition(a->m, "C", &c) == 0);
+	T_CHECK(mp_queue_put(q, "hello", 5, MP_FOREVER) == 0);
+	*(int64_t *)mp_value_ptr(v) = 42;
+	((int *)mp_array_ptr(arr))[3] = 7;
+	T_CHECK(mp_sem_release(s) == 0);
+	T_CHECK(mp_rlock_acquire(r, MP_FOREVER) == 0);
+	T_CHECK(mp_rlock_acquire(r, MP_FOREVER) == 0);
+	T_CHECK(mp_rlock_release(r) == 0);
+	T_CHECK(mp_rlock_release(r) == 0);
+	T_CHECK(mp_cond_acquire(c, MP_FOREVER) == 0);
+	T_CHECK(mp_cond_notify_all(c) == 0);
+	T_CHECK(mp_cond_release(c) == 0);
+	T_CHECK(mp_event_set(e) == 0);
+	T_CHECK(mp_barrier_wait(b, MP_SEC(20)) >= 0);
+	mp_cond_free(c);
+	mp_rlock_free(r);
+	mp_barrier_free(b);
+	mp_sem_free(s);
+	mp_array_free(arr);
+	mp_value_free(v);
+	mp_queue_free(q);
+	mp_event_free(e);
+	return T_PASS;
+}
+
+T_TEST(manager, shared_objects_by_name_across_processes)
+{
+	struct owned a;
+	mp_event *e;
+	mp_queue *q, *q2;
+	mp_value *v;
+	mp_array *arr, *arr2;
+	mp_sem *s, *bs;
+	mp_barrier *b;
+	mp_lock *l;
+	char buf[16];
+	pid_t p;
+
+	cr_assert_eq(mp_manager_start(&a.m, NULL), 0);
+	cr_assert_eq(mp_manager_event(a.m, "E", &e), 0);
+	cr_assert_eq(mp_manager_queue(a.m, "Q", 8, 64, &q), 0);
+	cr_assert_eq(mp_manager_value(a.m, "V", sizeof(int64_t), 0, &v), 0);
+	cr_assert_eq(mp_manager_array(a.m, "A", 4, sizeof(int), 0, &arr), 0);
+	cr_assert_eq(mp_manager_semaphore(a.m, "S", 0, &s), 0);
+	cr_assert_eq(mp_manager_barrier(a.m, "B", 2, &b), 0);
+	p = t_spawn(shared_child, &a);
+	cr_assert_eq(mp_event_wait(e, MP_SEC(20)), 1);
+	cr_assert_eq(mp_queue_get(q, buf, sizeof(buf), MP_SEC(20)), 5);
+	cr_assert_eq(memcmp(buf, "hello", 5), 0);
+	cr_assert_eq(*(int64_t *)mp_value_ptr(v), 42);
+	cr_assert_eq(((int *)mp_array_ptr(arr))[3], 7);
+	cr_assert_eq(mp_array_len(arr), 4);
+	cr_assert_eq(mp_sem_acquire(s, MP_SEC(20)), 0);
+	cr_assert_geq(mp_barrier_wait(b, MP_SEC(20)), 0);
+	t_wait_exit(p, T_PASS);
+	/* Other parameters under a used name; another kind. */
+	cr_assert_eq(mp_manager_queue(a.m, "Q", 16, 64, &q2), -EEXIST);
+	cr_assert_eq(mp_manager_array(a.m, "A", 5, sizeof(int), 0, &arr2),
+		     -EEXIST);
+	cr_assert_eq(mp_manager_lock(a.m, "E", &l), -EEXIST);
+	cr_assert_eq(mp_manager_barrier(a.m, NULL, 0, &b), -EINVAL);
+	cr_assert_eq(mp_manager_value(a.m, NULL, 0, 0, &v), -EINVAL);
+	cr_assert_eq(mp_manager_lock(a.m, NULL, NULL), -EINVAL);
+	cr_assert_eq(mp_manager_lock(NULL, NULL, &l), -EINVAL);
+	/* A bounded semaphore refuses to pass its bound. */
+	cr_assert_eq(mp_manager_bounded_semaphore(a.m, NULL, 1, &bs), 0);
+	cr_assert_eq(mp_sem_release(bs), -EOVERFLOW);
+	mp_sem_free(bs);
+	/* After shutdown the mapped objects still work; opening does not. */
+	cr_assert_eq(mp_manager_shutdown(a.m), 0);
+	cr_assert_eq(mp_manager_lock(a.m, "L2", &l), -EPIPE);
+	cr_assert_eq(mp_queue_put(q, "x", 1, MP_NOWAIT), 0);
+	cr_assert_eq(mp_queue_get(q, buf, sizeof(buf), MP_NOWAIT), 1);
+	mp_barrier_free(b);
+	mp_sem_free(s);
+	mp_array_free(arr);
+	mp_value_free(v);
+	mp_queue_free(q);
+	mp_event_free(e);
+	mp_manager_free(a.m);
+}

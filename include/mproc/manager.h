@@ -16,6 +16,9 @@
 #define MPROC_MANAGER_H
 
 #include <mproc/common.h>
+#include <mproc/queue.h>
+#include <mproc/shm.h>
+#include <mproc/sync.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -75,6 +78,37 @@ MP_API int mp_manager_dict(mp_manager *m, const char *name, mp_dict **d);
 MP_API int mp_manager_list(mp_manager *m, const char *name, mp_list **l);
 MP_API int mp_manager_namespace(mp_manager *m, const char *name,
 				mp_ns **ns);
+
+/*
+ * Create-or-open a server-owned Lock, RLock, Semaphore, BoundedSemaphore,
+ * Condition (with its own lock), Event, Barrier, Queue, Value or Array,
+ * by name as above.  The server passes the object's shared memory, and
+ * the handle returned is the ordinary sync.h/queue.h/shm.h one: its
+ * operations never involve the server, and it is freed with its own
+ * free (mp_lock_free, ...), before or after the server stops.  A lock
+ * held by a client that died is -EOWNERDEAD to its next acquirer.  The
+ * parameters are the constructors'; reopening a name with others is
+ * -EEXIST (a semaphore's initial value counts only at creation).
+ * Returns 0, -EEXIST, -EINVAL, -ENOMEM, -EMFILE, -EPIPE.
+ */
+MP_API int mp_manager_lock(mp_manager *m, const char *name, mp_lock **l);
+MP_API int mp_manager_rlock(mp_manager *m, const char *name,
+			    mp_rlock **l);
+MP_API int mp_manager_semaphore(mp_manager *m, const char *name,
+				unsigned value, mp_sem **s);
+MP_API int mp_manager_bounded_semaphore(mp_manager *m, const char *name,
+					unsigned value, mp_sem **s);
+MP_API int mp_manager_condition(mp_manager *m, const char *name,
+				mp_cond **c);
+MP_API int mp_manager_event(mp_manager *m, const char *name, mp_event **e);
+MP_API int mp_manager_barrier(mp_manager *m, const char *name,
+			      unsigned parties, mp_barrier **b);
+MP_API int mp_manager_queue(mp_manager *m, const char *name, size_t maxsize,
+			    size_t msg_max, mp_queue **q);
+MP_API int mp_manager_value(mp_manager *m, const char *name, size_t size,
+			    int flags, mp_value **v);
+MP_API int mp_manager_array(mp_manager *m, const char *name, size_t n,
+			    size_t elem_size, int flags, mp_array **a);
 
 /*
  * Walk a snapshot (mp_dict_keys, mp_dict_items, mp_list_slice): *off
