@@ -62,9 +62,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <ck_pr.h>
+#include <sodium.h>
 
 #include "lib/handle.h"
 #include "lib/import.h"
@@ -98,6 +100,9 @@ struct mp_manager {
 	pthread_mutex_t mu;	/* one call at a time on conn */
 	unsigned char *sbuf, *rbuf;
 	size_t scap, rcap;
+	char *address;		/* "unix:PATH", or NULL */
+	unsigned char *key;	/* the authkey (malloc), or NULL */
+	size_t key_len;
 };
 _Static_assert(sizeof(struct mp_manager) <= MP__HANDLE_MAX,
 	       "the handle comes from the handle pool");
@@ -134,42 +139,28 @@ stopped(const mp_manager *m)
 
 /* ---- connecting ---- */
 
+/*
+ * Receive the pipe end the server sends on our private socket sock and
+ * make it this process's connection; sock becomes the side socket.
+ * Takes sock (closed on failure).
+ */
 static int
-connect_server(mp_manager *m)
+recv_pipe(mp_manager *m, int sock)
 {
 	union {
 		struct cmsghdr h;
 		char b[CMSG_SPACE(2 * sizeof(int))];
 	} cm;
-	char byte = 'C';
+	char byte;
 	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	struct pollfd pfd;
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = cm.b,
+			     .msg_controllen = sizeof(cm.b) };
+	struct pollfd pfd = { .fd = sock, .events = POLLIN };
 	struct cmsghdr *h;
-	int sv[2], fds[2] = { -1, -1 }, rc;
+	int fds[2] = { -1, -1 }, rc;
 	ssize_t n;
 
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-		return errno == ENOBUFS ? -ENOMEM : -errno;
-	memset(&cm, 0, sizeof(cm));
-	mh.msg_control = cm.b;
-	mh.msg_controllen = CMSG_SPACE(sizeof(int));
-	h = CMSG_FIRSTHDR(&mh);
-	h->cmsg_level = SOL_SOCKET;
-	h->cmsg_type = SCM_RIGHTS;
-	h->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(h), &sv[1], sizeof(int));
-	do {
-		n = sendmsg(m->ctl, &mh, MSG_NOSIGNAL);
-	} while (n < 0 && errno == EINTR);
-	close(sv[1]);
-	if (n < 0) {
-		/* EPIPE, ECONNREFUSED: the server's end is closed. */
-		rc = errno == ENOBUFS || errno == ENOMEM ? -ENOMEM : -EPIPE;
-		goto out;
-	}
-	pfd.fd = sv[0];
-	pfd.events = POLLIN;
 	do {
 		rc = poll(&pfd, 1, CONNECT_TIMEOUT_MS);
 	} while (rc < 0 && errno == EINTR);
@@ -178,10 +169,8 @@ connect_server(mp_manager *m)
 		goto out;
 	}
 	memset(&cm, 0, sizeof(cm));
-	mh.msg_control = cm.b;
-	mh.msg_controllen = sizeof(cm.b);
 	do {
-		n = recvmsg(sv[0], &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 	} while (n < 0 && errno == EINTR);
 	for (h = CMSG_FIRSTHDR(&mh); n > 0 && h != NULL;
 	     h = CMSG_NXTHDR(&mh, h)) {
@@ -196,8 +185,8 @@ connect_server(mp_manager *m)
 	if ((rc = mp__pipe_import(fds[0], fds[1], &m->conn)) == 0) {
 		fds[1] = -1;	/* the connection owns it now */
 		m->conn_pid = mp__pid();
-		m->side = sv[0];
-		sv[0] = -1;	/* kept: server-owned objects' fds come here */
+		m->side = sock;
+		sock = -1;	/* kept: server-owned objects' fds come here */
 	}
 out_fds:
 	if (fds[0] >= 0)
@@ -205,9 +194,96 @@ out_fds:
 	if (fds[1] >= 0)
 		close(fds[1]);
 out:
-	if (sv[0] >= 0)
-		close(sv[0]);
+	if (sock >= 0)
+		close(sock);
 	return rc;
+}
+
+/* Connect through the channel inherited from the manager's owner. */
+static int
+connect_channel(mp_manager *m)
+{
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int))];
+	} cm;
+	char byte = 'C';
+	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = cm.b,
+			     .msg_controllen = sizeof(cm.b) };
+	struct cmsghdr *h;
+	int sv[2];
+	ssize_t n;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return errno == ENOBUFS ? -ENOMEM : -errno;
+	memset(&cm, 0, sizeof(cm));
+	h = CMSG_FIRSTHDR(&mh);
+	h->cmsg_level = SOL_SOCKET;
+	h->cmsg_type = SCM_RIGHTS;
+	h->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(h), &sv[1], sizeof(int));
+	do {
+		n = sendmsg(m->ctl, &mh, MSG_NOSIGNAL);
+	} while (n < 0 && errno == EINTR);
+	close(sv[1]);
+	if (n < 0) {
+		close(sv[0]);
+		/* EPIPE, ECONNREFUSED: the server's end is closed. */
+		return errno == ENOBUFS || errno == ENOMEM ? -ENOMEM : -EPIPE;
+	}
+	return recv_pipe(m, sv[0]);
+}
+
+/* "unix:PATH" into a socket address; -EINVAL if it is not one. */
+static int
+parse_address(const char *address, struct sockaddr_un *sa)
+{
+	size_t len;
+
+	if (address == NULL || strncmp(address, "unix:", 5) != 0)
+		return -EINVAL;
+	len = strlen(address + 5);
+	if (len == 0 || len >= sizeof(sa->sun_path))
+		return -EINVAL;
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	memcpy(sa->sun_path, address + 5, len + 1);
+	return 0;
+}
+
+/* Connect by address: the socket, the authkey handshake, the pipe. */
+static int
+connect_address(mp_manager *m)
+{
+	struct sockaddr_un sa;
+	int fd, rc;
+
+	if ((rc = parse_address(m->address, &sa)) < 0)
+		return rc;
+	if ((fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)) < 0)
+		return errno == ENOBUFS ? -ENOMEM : -errno;
+	do {
+		rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	} while (rc < 0 && errno == EINTR);
+	if (rc < 0) {
+		rc = errno == ENOENT || errno == ECONNREFUSED ? -ECONNREFUSED
+							       : -errno;
+		close(fd);
+		return rc;
+	}
+	if ((rc = mp__mgr_auth_client(fd, m->key, m->key_len)) < 0) {
+		close(fd);
+		return rc;
+	}
+	return recv_pipe(m, fd);
+}
+
+static int
+connect_server(mp_manager *m)
+{
+	return m->ctl >= 0 ? connect_channel(m) : connect_address(m);
 }
 
 /* Drop this process's copy of the connection (ours or a parent's). */
@@ -385,22 +461,85 @@ call(mp_manager *m, struct mgr_req *rq, const void *k, const void *v,
 
 /* ---- manager ---- */
 
+/* Copy the address and the authkey into m (freed by free_names). */
+static int
+keep_names(mp_manager *m, const char *address, const void *key,
+	   size_t key_len)
+{
+	if (address != NULL && (m->address = strdup(address)) == NULL)
+		return -ENOMEM;
+	if (key_len > 0) {
+		if ((m->key = malloc(key_len)) == NULL)
+			return -ENOMEM;
+		memcpy(m->key, key, key_len);
+		m->key_len = key_len;
+	}
+	return 0;
+}
+
+static void
+free_names(mp_manager *m)
+{
+	if (m->key != NULL)
+		sodium_memzero(m->key, m->key_len);
+	free(m->key);
+	free(m->address);
+	m->key = NULL;
+	m->address = NULL;
+}
+
+/* The listening socket of "unix:PATH"; -EADDRINUSE if the path exists. */
+static int
+listen_address(const char *address, int *out)
+{
+	struct sockaddr_un sa;
+	int fd, rc;
+
+	if ((rc = parse_address(address, &sa)) < 0)
+		return rc;
+	if ((fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)) < 0)
+		return errno == ENOBUFS ? -ENOMEM : -errno;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    listen(fd, 64) < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	*out = fd;
+	return 0;
+}
+
+/* The socket file of an address, removed by the owner at shutdown. */
+static void
+unlink_address(const char *address)
+{
+	struct sockaddr_un sa;
+
+	if (address != NULL && parse_address(address, &sa) == 0)
+		unlink(sa.sun_path);
+}
+
 int
 mp_manager_start(mp_manager **out, const mp_manager_attr *attr)
 {
-	struct mgr_server_arg sa;
+	struct mgr_server_arg sa = { .lfd = -1 };
 	mp_process_attr pa = { .name = "Manager", .daemon = 1 };
+	const char *address = attr ? attr->address : NULL;
 	mp_manager *m;
 	void *base;
 	int sv[2], rc;
 
-	if (out == NULL)
+	if (out == NULL || (attr != NULL && attr->authkey == NULL &&
+			    attr->authkey_len > 0))
 		return -EINVAL;
-	if (attr != NULL && (attr->address != NULL ||
-			     (attr->authkey == NULL && attr->authkey_len > 0)))
+	/* An address needs a key: it is all that keeps strangers out. */
+	if (address != NULL && attr->authkey_len == 0)
 		return -EINVAL;
 	if ((m = mp__handle_alloc(sizeof(*m))) == NULL)
 		return -ENOMEM;
+	if (attr != NULL && (rc = keep_names(m, address, attr->authkey,
+					     attr->authkey_len)) < 0)
+		goto fail_free;
 	if ((rc = mp__region_map(sizeof(struct mgr_shm), &base)) < 0)
 		goto fail_free;
 	m->shm = base;
@@ -410,14 +549,20 @@ mp_manager_start(mp_manager **out, const mp_manager_attr *attr)
 		rc = errno == ENOBUFS ? -ENOMEM : -errno;
 		goto fail_unmap;
 	}
-	sa.ctl = sv[0];
-	sa.peer = sv[1];
-	/* The server gets its copy of sa at fork. */
-	if ((rc = mp_process_new(&m->server, mp__manager_serve, &sa, &pa)) < 0)
+	/* Bound here, so that a taken address fails this call. */
+	if (address != NULL && (rc = listen_address(address, &sa.lfd)) < 0)
 		goto fail_sock;
+	sa.ctl = sv[0];
+	sa.key = m->key;
+	sa.key_len = m->key_len;
+	/* The server gets its copy of sa (and of the key) at fork. */
+	if ((rc = mp_process_new(&m->server, mp__manager_serve, &sa, &pa)) < 0)
+		goto fail_listen;
 	if ((rc = mp_process_start(m->server)) < 0)
 		goto fail_proc;
 	close(sv[0]);
+	if (sa.lfd >= 0)
+		close(sa.lfd);
 	m->ctl = sv[1];
 	m->side = -1;
 	m->owner = mp__pid();
@@ -427,12 +572,59 @@ mp_manager_start(mp_manager **out, const mp_manager_attr *attr)
 	return 0;
 fail_proc:
 	mp_process_free(m->server);
+fail_listen:
+	if (sa.lfd >= 0) {
+		close(sa.lfd);
+		unlink_address(address);
+	}
 fail_sock:
 	close(sv[0]);
 	close(sv[1]);
 fail_unmap:
 	mp__region_unmap(base, sizeof(struct mgr_shm));
 fail_free:
+	free_names(m);
+	mp__handle_free(m, sizeof(*m));
+	return rc;
+}
+
+int
+mp_manager_connect(mp_manager **out, const char *address,
+		   const void *authkey, size_t authkey_len)
+{
+	struct sockaddr_un sa;
+	mp_manager *m;
+	void *base;
+	int rc;
+
+	if (out == NULL || parse_address(address, &sa) < 0 ||
+	    authkey == NULL || authkey_len == 0)
+		return -EINVAL;
+	if ((m = mp__handle_alloc(sizeof(*m))) == NULL)
+		return -ENOMEM;
+	if ((rc = keep_names(m, address, authkey, authkey_len)) < 0)
+		goto fail_free;
+	/* Our own stopped word: shared with our children only. */
+	if ((rc = mp__region_map(sizeof(struct mgr_shm), &base)) < 0)
+		goto fail_free;
+	m->shm = base;
+	m->shm->hdr.magic = MGR_SHM_MAGIC;
+	m->shm->hdr.version = MP__LAYOUT_VERSION;
+	m->ctl = -1;
+	m->side = -1;
+	m->owner = -1;
+	pthread_mutex_init(&m->mu, NULL);
+	/* Connect now: a wrong key fails this call, not a later one. */
+	if ((rc = connect_address(m)) < 0)
+		goto fail_unmap;
+	m->magic = MGR_MAGIC;
+	*out = m;
+	return 0;
+fail_unmap:
+	pthread_mutex_destroy(&m->mu);
+	mp__region_unmap(base, sizeof(struct mgr_shm));
+fail_free:
+	free_names(m);
 	mp__handle_free(m, sizeof(*m));
 	return rc;
 }
@@ -449,6 +641,7 @@ mp_manager_shutdown(mp_manager *m)
 		/* The objects are the server's memory: ending it frees them. */
 		(void)mp_process_kill(m->server);
 		(void)mp_process_join(m->server, MP_FOREVER);
+		unlink_address(m->address);
 	}
 	return 0;
 }
@@ -465,7 +658,9 @@ mp_manager_free(mp_manager *m)
 	m->magic = 0;
 	/* A copy inherited from a parent is closed just the same: ours only. */
 	drop_conn(m);
-	close(m->ctl);
+	if (m->ctl >= 0)
+		close(m->ctl);
+	free_names(m);
 	free(m->sbuf);
 	free(m->rbuf);
 	pthread_mutex_destroy(&m->mu);

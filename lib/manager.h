@@ -101,7 +101,21 @@ int mp__manager_serve(void *arg);
 /* What mp__manager_serve gets (in the server's copy of memory). */
 struct mgr_server_arg {
 	int ctl;		/* our end of the connect channel */
-	int peer;		/* the clients' end: closed by the server */
+	int lfd;		/* listening socket of the address, or -1 */
+	const unsigned char *key; /* the authkey */
+	size_t key_len;
 };
+
+/*
+ * The authkey handshake on a connected SOCK_SEQPACKET socket (mutual
+ * challenge-response HMAC-SHA256 with libsodium, then SO_PEERCRED: the
+ * peer must run as our user or as root).  Each side waits at most
+ * MGR_AUTH_TIMEOUT_MS for each message.  Returns 0, -EACCES (wrong key,
+ * wrong user, or a peer that broke the protocol), -EPIPE (the peer went
+ * away or timed out).  Defined in lib/manager_auth.c.
+ */
+#define MGR_AUTH_TIMEOUT_MS 10000
+int mp__mgr_auth_server(int fd, const unsigned char *key, size_t key_len);
+int mp__mgr_auth_client(int fd, const unsigned char *key, size_t key_len);
 
 #endif /* MP__MANAGER_H */

@@ -82,6 +82,7 @@
 #include "lib/internal.h"
 
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -127,6 +128,7 @@ struct obj {
 struct conn {
 	mp_conn *c;
 	int side;		/* the client's private socket: fds go here */
+	bool auth;		/* by address: authenticate first */
 };
 
 /* Every block that readers may see starts with its rcu_head (retire()). */
@@ -211,6 +213,8 @@ static struct {
 	struct cds_lfht *ids, *names;
 	uint64_t next_id;
 	pthread_mutex_t open_lock;	/* makes and inserts objects */
+	const unsigned char *key;	/* the authkey (connections by address) */
+	size_t key_len;
 } srv;
 
 /* FNV-1a: a hash for the tables, not for anything adversarial. */
@@ -1090,9 +1094,12 @@ conn_main(void *arg)
 	return NULL;
 }
 
-/* Answer one connect request: pipe fds back over the client's socket. */
-static void
-accept_one(int reply)
+/*
+ * Send the new connection's pipe end (memfd and socket) over the client's
+ * socket.  Returns 0 or -EPIPE (the client went away).
+ */
+static int
+send_pipe(struct conn *cn)
 {
 	union {
 		struct cmsghdr h;
@@ -1101,31 +1108,11 @@ accept_one(int reply)
 	struct msghdr mh = { 0 };
 	struct iovec iov = { .iov_base = "K", .iov_len = 1 };
 	struct cmsghdr *h;
-	pthread_attr_t pa;
-	pthread_t th;
-	struct conn *cn;
-	int memfd, sockfd, fds[2];
+	int fds[2], rc;
+	ssize_t n;
 
-	if ((cn = malloc(sizeof(*cn))) == NULL) {
-		close(reply);
-		return;		/* the client sees its socket hang up */
-	}
-	if (mp__pipe_export(RING_SIZE, &cn->c, &memfd, &sockfd) < 0) {
-		free(cn);
-		close(reply);
-		return;
-	}
-	cn->side = reply;
-	pthread_attr_init(&pa);
-	pthread_attr_setdetachstate(&pa, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&th, &pa, conn_main, cn) != 0) {
-		mp_conn_close(cn->c);
-		free(cn);
-		close(reply);
-		goto out;
-	}
-	fds[0] = memfd;
-	fds[1] = sockfd;
+	if ((rc = mp__pipe_export(RING_SIZE, &cn->c, &fds[0], &fds[1])) < 0)
+		return rc;
 	memset(&cm, 0, sizeof(cm));
 	mh.msg_iov = &iov;
 	mh.msg_iovlen = 1;
@@ -1136,34 +1123,123 @@ accept_one(int reply)
 	h->cmsg_type = SCM_RIGHTS;
 	h->cmsg_len = CMSG_LEN(sizeof(fds));
 	memcpy(CMSG_DATA(h), fds, sizeof(fds));
-	/*
-	 * A client dead by now: its thread sees the pipe hang up, but only
-	 * once we close sockfd below, so it cannot close `reply` under us.
-	 */
-	(void)sendmsg(reply, &mh, MSG_NOSIGNAL);
-out:
-	pthread_attr_destroy(&pa);
-	close(memfd);
-	close(sockfd);
+	do {
+		n = sendmsg(cn->side, &mh, MSG_NOSIGNAL);
+	} while (n < 0 && errno == EINTR);
+	/* Sent or not, the client's copies are the only ones that count. */
+	close(fds[0]);
+	close(fds[1]);
+	if (n != 1) {
+		mp_conn_close(cn->c);
+		return -EPIPE;
+	}
+	return 0;
 }
 
-/* Close every inherited fd but stdio and keep. */
-static void
-close_others(int keep)
+/*
+ * A connection's thread: authenticate (connections by address), hand the
+ * client its pipe end, then serve it.
+ */
+static void *
+conn_thread(void *arg)
 {
-	if (keep > 3)
-		syscall(SYS_close_range, 3U, (unsigned)keep - 1, 0U);
-	syscall(SYS_close_range, (unsigned)keep + 1, ~0U, 0U);
+	struct conn *cn = arg;
+
+	if ((cn->auth && mp__mgr_auth_server(cn->side, srv.key,
+					     srv.key_len) < 0) ||
+	    send_pipe(cn) < 0) {
+		close(cn->side);
+		free(cn);
+		return NULL;
+	}
+	return conn_main(cn);
+}
+
+/* Start a thread for one connect request on the client's socket `side`. */
+static void
+accept_one(int side, bool auth)
+{
+	pthread_attr_t pa;
+	pthread_t th;
+	struct conn *cn;
+
+	if ((cn = malloc(sizeof(*cn))) == NULL) {
+		close(side);	/* the client sees its socket hang up */
+		return;
+	}
+	cn->side = side;
+	cn->auth = auth;
+	cn->c = NULL;
+	pthread_attr_init(&pa);
+	pthread_attr_setdetachstate(&pa, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&th, &pa, conn_thread, cn) != 0) {
+		close(side);
+		free(cn);
+	}
+	pthread_attr_destroy(&pa);
+}
+
+/* Close every inherited fd but stdio, a and b (a < b; b may be -1). */
+static void
+close_others(int a, int b)
+{
+	int keep[2] = { a < b || b < 0 ? a : b, a < b || b < 0 ? b : a };
+	unsigned from = 3;
+
+	for (int i = 0; i < 2; i++) {
+		if (keep[i] < 0)
+			continue;
+		if ((unsigned)keep[i] > from)
+			syscall(SYS_close_range, from, (unsigned)keep[i] - 1,
+				0U);
+		from = (unsigned)keep[i] + 1;
+	}
+	syscall(SYS_close_range, from, ~0U, 0U);
+}
+
+/* One connect request on the channel: its fd is the client's socket. */
+static int
+channel_request(int ctl)
+{
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int))];
+	} cm;
+	char byte;
+	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = cm.b,
+			     .msg_controllen = sizeof(cm.b) };
+	struct cmsghdr *h;
+	ssize_t n;
+	int fd = -1;
+
+	n = recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	if (n < 0)
+		return errno == EINTR || errno == EAGAIN ? 0 : -1;
+	if (n == 0)
+		return -1;	/* no client process is left */
+	for (h = CMSG_FIRSTHDR(&mh); h != NULL; h = CMSG_NXTHDR(&mh, h)) {
+		if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS &&
+		    h->cmsg_len == CMSG_LEN(sizeof(int)))
+			memcpy(&fd, CMSG_DATA(h), sizeof(int));
+	}
+	if (fd >= 0)
+		accept_one(fd, false);
+	return 0;
 }
 
 int
 mp__manager_serve(void *arg)
 {
 	struct mgr_server_arg *sa = arg;
-	int ctl = sa->ctl;
+	struct pollfd p[2] = { { .fd = sa->ctl, .events = POLLIN },
+			       { .fd = sa->lfd, .events = POLLIN } };
 
-	close_others(ctl);
+	close_others(sa->ctl, sa->lfd);
 	signal(SIGPIPE, SIG_IGN);
+	srv.key = sa->key;
+	srv.key_len = sa->key_len;
 	pthread_mutex_init(&srv.open_lock, NULL);
 	rcu_register_thread();
 	srv.ids = cds_lfht_new(64, 64, 0, CDS_LFHT_AUTO_RESIZE, NULL);
@@ -1172,34 +1248,18 @@ mp__manager_serve(void *arg)
 		_exit(1);
 	rcu_thread_offline();
 	for (;;) {
-		union {
-			struct cmsghdr h;
-			char b[CMSG_SPACE(sizeof(int))];
-		} cm;
-		char byte;
-		struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
-				     .msg_control = cm.b,
-				     .msg_controllen = sizeof(cm.b) };
-		struct cmsghdr *h;
-		ssize_t n;
-		int fd = -1;
-
-		n = recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;	/* no client process is left */
-		for (h = CMSG_FIRSTHDR(&mh); h != NULL;
-		     h = CMSG_NXTHDR(&mh, h)) {
-			if (h->cmsg_level == SOL_SOCKET &&
-			    h->cmsg_type == SCM_RIGHTS &&
-			    h->cmsg_len == CMSG_LEN(sizeof(int)))
-				memcpy(&fd, CMSG_DATA(h), sizeof(int));
+		if (poll(p, sa->lfd >= 0 ? 2 : 1, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
 		}
-		if (fd < 0)
-			continue;
-		accept_one(fd);	/* fd is the connection's side socket now */
+		if (p[0].revents != 0 && channel_request(sa->ctl) < 0)
+			break;
+		if (sa->lfd >= 0 && (p[1].revents & POLLIN)) {
+			int fd = accept4(sa->lfd, NULL, NULL, SOCK_CLOEXEC);
+			if (fd >= 0)
+				accept_one(fd, true);
+		}
 	}
 	/* Objects are process memory: exit frees them all at once. */
 	_exit(0);

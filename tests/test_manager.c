@@ -869,3 +869,87 @@ T_TEST(manager, shared_objects_by_name_across_processes)
 	mp_event_free(e);
 	mp_manager_free(a.m);
 }
+
+/* ---- unrelated processes: address and authkey ---- */
+
+struct byaddr {
+	char address[64];
+	const char *key;
+};
+
+static int
+grandchild_uses_proxy(void *arg)
+{
+	mp_dict *d = arg;
+
+	/* Forked from a connected process: reconnects by address. */
+	return mp_dict_set(d, "gc", 2, "yes", 3) == 0 ? T_PASS : T_FAIL;
+}
+
+static int
+connecting_client(void *arg)
+{
+	struct byaddr *a = arg;
+	mp_manager *m;
+	mp_dict *d;
+	mp_lock *l;
+	char buf[8];
+
+	T_CHECK(mp_manager_connect(&m, a->address, "wrong", 5) == -EACCES);
+	T_CHECK(mp_manager_connect(&m, a->address, a->key, strlen(a->key)) ==
+		0);
+	T_CHECK(mp_manager_dict(m, "D", &d) == 0);
+	T_CHECK(mp_dict_get(d, "owner", 5, buf, sizeof(buf)) == 2);
+	T_CHECK(mp_dict_set(d, "client", 6, "hi", 2) == 0);
+	T_CHECK(mp_manager_lock(m, "L", &l) == 0);
+	T_CHECK(mp_lock_acquire(l, MP_SEC(20)) == 0);
+	T_CHECK(mp_lock_release(l) == 0);
+	mp_lock_free(l);
+	pid_t p = t_spawn(grandchild_uses_proxy, d);
+	T_CHECK(t_wait_status(p, 30000) == T_PASS);
+	mp_dict_free(d);
+	mp_manager_free(m);
+	return T_PASS;
+}
+
+T_TEST(manager, connect_by_address_with_the_authkey_only)
+{
+	struct byaddr a = { .key = "sesame" };
+	mp_manager_attr attr = { .authkey = "sesame", .authkey_len = 6 };
+	mp_manager *m, *m2;
+	mp_dict *d;
+	char buf[8];
+
+	snprintf(a.address, sizeof(a.address), "unix:mgr-test-%d.sock",
+		 (int)getpid());
+	attr.address = a.address;
+	cr_assert_eq(mp_manager_start(&m, &attr), 0);
+	/* The address is taken now. */
+	cr_assert_eq(mp_manager_start(&m2, &attr), -EADDRINUSE);
+	cr_assert_eq(mp_manager_dict(m, "D", &d), 0);
+	cr_assert_eq(mp_dict_set(d, "owner", 5, "ok", 2), 0);
+	t_wait_exit(t_spawn(connecting_client, &a), T_PASS);
+	cr_assert_eq(mp_dict_get(d, "client", 6, buf, sizeof(buf)), 2);
+	cr_assert_eq(mp_dict_get(d, "gc", 2, buf, sizeof(buf)), 3);
+	/* From this process too; a wrong key gets nothing. */
+	cr_assert_eq(mp_manager_connect(&m2, a.address, "sesam", 5), -EACCES);
+	cr_assert_eq(mp_manager_connect(&m2, a.address, "sesame!", 7),
+		     -EACCES);
+	cr_assert_eq(mp_manager_connect(&m2, a.address, "sesame", 6), 0);
+	mp_manager_free(m2);
+	/* Bad arguments. */
+	cr_assert_eq(mp_manager_connect(NULL, a.address, "k", 1), -EINVAL);
+	cr_assert_eq(mp_manager_connect(&m2, "tcp:x", "k", 1), -EINVAL);
+	cr_assert_eq(mp_manager_connect(&m2, "unix:", "k", 1), -EINVAL);
+	cr_assert_eq(mp_manager_connect(&m2, a.address, NULL, 1), -EINVAL);
+	cr_assert_eq(mp_manager_connect(&m2, a.address, "k", 0), -EINVAL);
+	attr.authkey_len = 0;
+	cr_assert_eq(mp_manager_start(&m2, &attr), -EINVAL);
+	/* After shutdown nobody listens, and the socket file is gone. */
+	cr_assert_eq(mp_manager_shutdown(m), 0);
+	cr_assert_eq(mp_manager_connect(&m2, a.address, "sesame", 6),
+		     -ECONNREFUSED);
+	cr_assert_neq(access(a.address + 5, F_OK), 0);
+	mp_dict_free(d);
+	mp_manager_free(m);
+}

@@ -30,7 +30,7 @@ typedef struct mp_list mp_list;
 typedef struct mp_ns mp_ns;
 
 typedef struct mp_manager_attr {
-	const char *address;	/* NULL: only this process tree */
+	const char *address;	/* NULL: only this process tree; "unix:PATH" */
 	const void *authkey;	/* NULL: none */
 	size_t authkey_len;	/* 0: none */
 } mp_manager_attr;
@@ -48,10 +48,24 @@ typedef struct mp_item {
 
 /*
  * Start a server process and return its handle.  attr NULL (or a zeroed
- * one) serves this process and its descendants; any other address is
- * -EINVAL.  Returns 0, -EINVAL, -ENOMEM, -EMFILE, -EAGAIN (no process).
+ * one) serves this process and its descendants; address "unix:PATH" (with
+ * a non-empty authkey) also listens on that socket for mp_manager_connect
+ * (the owner's shutdown removes it).  Returns 0, -EINVAL, -EADDRINUSE,
+ * -ENOMEM, -EMFILE, -EAGAIN (no process), or another -errno of bind().
  */
 MP_API int mp_manager_start(mp_manager **m, const mp_manager_attr *attr);
+
+/*
+ * Connect to the server listening on address ("unix:PATH") from any
+ * process of the same user: both sides prove they hold the authkey
+ * (HMAC-SHA256 challenges), then the conversation moves to shared-memory
+ * rings.  Children forked later reconnect the same way on first use.
+ * Blocks up to 10 s for the server.  Returns 0, -EACCES (wrong key or
+ * user: no access at all), -ECONNREFUSED (nobody listens there),
+ * -EINVAL, -ENOMEM, -EPIPE.
+ */
+MP_API int mp_manager_connect(mp_manager **m, const char *address,
+			      const void *authkey, size_t authkey_len);
 
 /*
  * Stop the server (any process holding m may call it; idempotent): every
