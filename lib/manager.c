@@ -22,6 +22,11 @@
  * the server sends the memfd of each shared-memory object opened (Lock,
  * Queue, Value, ...: lib/manager_server.c), just before the pipe reply.
  *
+ * By address.  mp_manager_connect() keeps the address and the key in the
+ * handle (no channel): its connection, and that of any child forked from
+ * it, is a socket to "unix:PATH", the authkey handshake, and then the
+ * same pipe hand-over on that socket.
+ *
  * Calls.  One request message and one reply message on the pipe, under
  * the handle's mutex (the pipe allows one sender and one receiver an end
  * at a time).  Each request carries the caller's buffer size, so a value

@@ -14,7 +14,11 @@
  * connection until the client's end of the pipe is gone (-EPIPE: the
  * client closed it or died, the kernel tells).  recvmsg() on the channel
  * returning 0 means no process holds the clients' end any more: nobody
- * can call again, so the server exits.
+ * can call again, so the server exits.  With an address, the main thread
+ * also accepts on the listening Unix socket (bound by the owner before
+ * fork); such a connection's thread first runs the authkey handshake
+ * (lib/manager_auth.c) and sends nothing unless it succeeds, then goes on
+ * exactly as a channel request, the accepted socket being its side socket.
  *
  * Objects.  Every object has an id (a counter) and optionally a name; two
  * cds_lfht tables map ids and names to objects.  Objects are never freed
