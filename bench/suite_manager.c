@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * manager: dict get and set through a Manager from one and from two client
+ * processes, beside Python's Manager().dict() (bench/python/
+ * manager_bench.py, when python3 is present) in the same run.
+ *
+ * Keys are ints 0..63, values 8 bytes.  "1 client" runs in this process
+ * and records every round trip in a histogram (the latency columns); "2
+ * clients" runs two processes at once, each connected on its first call
+ * before a shared start, and reports their total rate.  The Python rows
+ * are each group's baseline when present.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <mproc.h>
+
+#include "bench/mpbench.h"
+
+#define KEYS 64
+#define VLEN 8
+
+enum { OP_SET, OP_GET };
+
+struct shared {
+	mp_dict *d;
+	int op;
+	int64_t dur;
+	mp_event *start;
+	double ops[2];		/* in mp_shm_alloc memory */
+};
+
+/* Run op for dur ns; each round trip into h when not NULL. */
+static int
+run_ops(mp_dict *d, int op, int64_t dur, struct mpb_hist *h, double *ops)
+{
+	unsigned char val[VLEN] = { 1 }, buf[VLEN];
+	int64_t t0 = mpb_now(), end = t0 + dur, now = t0;
+	uint64_t n = 0;
+
+	while (now < end) {
+		for (int i = 0; i < 64; i++) {
+			int k = (int)(n % KEYS);
+			int64_t a = h ? mpb_now() : 0;
+			ssize_t rc = op == OP_SET
+					     ? mp_dict_set(d, &k, sizeof(k), val,
+							   sizeof(val))
+					     : mp_dict_get(d, &k, sizeof(k), buf,
+							   sizeof(buf));
+			if (rc < 0)
+				return (int)rc;
+			if (h)
+				mpb_hist_add(h, (uint64_t)(mpb_now() - a));
+			n++;
+		}
+		now = mpb_now();
+	}
+	*ops = (double)n * 1e9 / (double)(now - t0);
+	return 0;
+}
+
+static struct shared *sh_global;
+
+static int
+client(void *arg)
+{
+	struct shared *sh = sh_global;
+	int id = (int)(intptr_t)arg;
+	unsigned char buf[VLEN];
+	int k = 0;
+
+	/* Connect before the start, so that only operations are timed. */
+	if (mp_dict_get(sh->d, &k, sizeof(k), buf, sizeof(buf)) < 0)
+		return 1;
+	if (mp_event_wait(sh->start, MP_SEC(60)) != 1)
+		return 1;
+	return run_ops(sh->d, sh->op, sh->dur, NULL, &sh->ops[id]) < 0;
+}
+
+static int
+two_clients(struct shared *sh, double *ops)
+{
+	mp_process *p[2];
+	int rc = 0, code;
+
+	mp_event_clear(sh->start);
+	for (int i = 0; i < 2; i++) {
+		if ((rc = mp_process_new(&p[i], client, (void *)(intptr_t)i,
+					 NULL)) < 0)
+			return rc;
+		if ((rc = mp_process_start(p[i])) < 0)
+			return rc;
+	}
+	mp_event_set(sh->start);
+	for (int i = 0; i < 2; i++) {
+		mp_process_join(p[i], MP_FOREVER);
+		if (mp_process_exitcode(p[i], &code) < 0 || code != 0)
+			rc = -EPIPE;
+		mp_process_free(p[i]);
+	}
+	*ops = sh->ops[0] + sh->ops[1];
+	return rc;
+}
+
+struct pyrow {
+	char name[32];
+	double ops, ns;
+};
+
+/* Run the Python script; returns the rows read (0 without python3). */
+static int
+run_python(const struct mpb_opts *o, struct pyrow *rows, int cap)
+{
+	char path[PATH_MAX], cmd[PATH_MAX + 64], line[256];
+	int n = 0;
+	ssize_t len;
+	char *slash;
+
+	if (o->quick || system("command -v python3 >/dev/null 2>&1") != 0)
+		return 0;
+	len = readlink("/proc/self/exe", path, sizeof(path) - 40);
+	if (len <= 0)
+		return 0;
+	path[len] = '\0';
+	if ((slash = strrchr(path, '/')) == NULL)
+		return 0;
+	/* bench/mpbench, or libtool's bench/.libs/mpbench. */
+	strcpy(slash, "/python/manager_bench.py");
+	if (access(path, R_OK) != 0)
+		strcpy(slash, "/../python/manager_bench.py");
+	if (access(path, R_OK) != 0) {
+		const char *top = getenv("top_srcdir");
+		if (top == NULL)
+			return 0;
+		snprintf(path, sizeof(path), "%s/bench/python/manager_bench.py",
+			 top);
+		if (access(path, R_OK) != 0)
+			return 0;
+	}
+	snprintf(cmd, sizeof(cmd), "python3 '%s' --seconds %.3f", path,
+		 o->seconds);
+	mpb_progress("manager: python Manager().dict()");
+	FILE *f = popen(cmd, "r");
+	if (f == NULL)
+		return 0;
+	while (n < cap && fgets(line, sizeof(line), f) != NULL) {
+		if (sscanf(line, "%31s %lf %lf", rows[n].name, &rows[n].ops,
+			   &rows[n].ns) == 3)
+			n++;
+	}
+	pclose(f);
+	return n;
+}
+
+static int
+run_manager(const struct mpb_opts *o)
+{
+	static const char *const gname[2][2] = {
+		{ "dict set, 1 client", "dict get, 1 client" },
+		{ "dict set, 2 clients", "dict get, 2 clients" },
+	};
+	static const char *const pyname[2][2] = {
+		{ "set-1", "get-1" }, { "set-2", "get-2" },
+	};
+	struct pyrow py[8];
+	struct shared *sh;
+	mp_manager *m;
+	int npy, rc;
+	int64_t dur = mpb_duration(o);
+	unsigned char val[VLEN] = { 1 };
+
+	npy = run_python(o, py, 8);
+	if ((sh = mp_shm_alloc(sizeof(*sh))) == NULL)
+		return -ENOMEM;
+	sh_global = sh;
+	if ((rc = mp_manager_start(&m, NULL)) < 0)
+		goto out_shm;
+	if ((rc = mp_manager_dict(m, NULL, &sh->d)) < 0 ||
+	    (rc = mp_event_new(&sh->start)) < 0)
+		goto out_mgr;
+	for (int k = 0; k < KEYS; k++)
+		mp_dict_set(sh->d, &k, sizeof(k), val, sizeof(val));
+	sh->dur = dur;
+	for (int clients = 1; clients <= 2; clients++) {
+		for (int op = OP_SET; op <= OP_GET; op++) {
+			struct mpb_row row = { .size = VLEN,
+					       .higher_better = true };
+			struct mpb_hist *h = NULL;
+			double ops = 0;
+			const struct pyrow *pr = NULL;
+
+			for (int i = 0; i < npy; i++)
+				if (strcmp(py[i].name, pyname[clients - 1][op]) == 0)
+					pr = &py[i];
+			mpb_progress("manager: %s", gname[clients - 1][op]);
+			sh->op = op;
+			if (clients == 1) {
+				if ((h = malloc(sizeof(*h))) == NULL) {
+					rc = -ENOMEM;
+					goto out_ev;
+				}
+				mpb_hist_init(h);
+				rc = run_ops(sh->d, op, dur, h, &ops);
+			} else {
+				rc = two_clients(sh, &ops);
+			}
+			if (rc < 0) {
+				free(h);
+				goto out_ev;
+			}
+			snprintf(row.name, sizeof(row.name), "%s",
+				 gname[clients - 1][op]);
+			snprintf(row.impl, sizeof(row.impl), "mproc");
+			row.ops = ops;
+			row.ns_op = 1e9 / ops;
+			row.baseline = pr == NULL;
+			if (h != NULL)
+				mpb_hist_lat(h, &row.lat);
+			free(h);
+			mpb_report(&row);
+			if (pr != NULL) {
+				struct mpb_row r2 = { .size = VLEN,
+						      .higher_better = true,
+						      .baseline = true };
+				snprintf(r2.name, sizeof(r2.name), "%s",
+					 gname[clients - 1][op]);
+				snprintf(r2.impl, sizeof(r2.impl),
+					 "python Manager().dict()");
+				r2.ops = pr->ops;
+				r2.ns_op = pr->ns;
+				mpb_report(&r2);
+			}
+		}
+	}
+	rc = 0;
+out_ev:
+	mp_event_free(sh->start);
+out_mgr:
+	mp_dict_free(sh->d);
+	mp_manager_free(m);
+out_shm:
+	mp_shm_free(sh);
+	return rc;
+}
+
+MPB_SUITE(manager, "Manager dict get/set from 1 and 2 clients vs Python",
+	  run_manager);
