@@ -11,6 +11,7 @@ measured in the same run.  Run by hand:
 Each output line is "workload<TAB>ops_per_s<TAB>ns_per_op".  Workloads:
   set-1  get-1   d[k] = v / d[k] from one client (the main process)
   set-2  get-2   the same from two client processes at once (total ops/s)
+  update-1       d.update() of 64 items a call, one client (items/s)
 Keys are ints 0..63, values 8-byte bytes, as in bench/suite_manager.c.
 """
 import argparse
@@ -59,6 +60,15 @@ def main():
             dt = time.perf_counter() - t0
             print("%s-1\t%.1f\t%.1f" % (op, n / dt, dt * 1e9 / n),
                   flush=True)
+        batch = {i: VAL for i in range(KEYS)}
+        n = 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < a.seconds:
+            for _ in range(10):
+                d.update(batch)
+            n += 10 * KEYS
+        dt = time.perf_counter() - t0
+        print("update-1\t%.1f\t%.1f" % (n / dt, dt * 1e9 / n), flush=True)
         for op in ("set", "get"):
             start = ctx.Event()
             q = ctx.Queue()
