@@ -3,6 +3,7 @@
  * Manager tests: real processes against a real server.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -950,6 +951,53 @@ T_TEST(manager, connect_by_address_with_the_authkey_only)
 	cr_assert_eq(mp_manager_connect(&m2, a.address, "sesame", 6),
 		     -ECONNREFUSED);
 	cr_assert_neq(access(a.address + 5, F_OK), 0);
+	mp_dict_free(d);
+	mp_manager_free(m);
+}
+
+/* ---- threads sharing one handle ---- */
+
+struct thr {
+	mp_dict *d;
+	int id;
+	int bad;
+};
+
+static void *
+thread_client(void *arg)
+{
+	struct thr *t = arg;
+
+	for (int i = 0; i < 2000; i++) {
+		int key[2] = { t->id, i % 16 }, got;
+		if (mp_dict_set(t->d, key, sizeof(key), &i, sizeof(i)) != 0 ||
+		    mp_dict_get(t->d, key, sizeof(key), &got, sizeof(got)) !=
+			    (ssize_t)sizeof(got) ||
+		    got != i)
+			t->bad++;
+	}
+	return NULL;
+}
+
+T_TEST(manager, threads_of_one_process_share_a_handle)
+{
+	mp_manager *m;
+	mp_dict *d;
+	pthread_t th[4];
+	struct thr t[4];
+
+	cr_assert_eq(mp_manager_start(&m, NULL), 0);
+	cr_assert_eq(mp_manager_dict(m, NULL, &d), 0);
+	for (int i = 0; i < 4; i++) {
+		t[i] = (struct thr){ d, i, 0 };
+		cr_assert_eq(pthread_create(&th[i], NULL, thread_client, &t[i]),
+			     0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		cr_assert_eq(t[i].bad, 0);
+	}
+	cr_assert_eq(mp_dict_len(d), 64);
 	mp_dict_free(d);
 	mp_manager_free(m);
 }
