@@ -42,7 +42,8 @@
  *
  * Invariants:
  *  1. A connection is used only by the process whose pid it records, and
- *     by one thread at a time (the handle's mutex).
+ *     by one thread at a time (the handle's mutex, which each process
+ *     initialises afresh on its first call: see lock_handle()).
  *  2. Once stopped is set it is never cleared; every call checks it first.
  *
  * Crash analysis (shared state is the region's stopped word only, written
@@ -63,6 +64,7 @@
 
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +105,8 @@ struct mp_manager {
 	mp_conn *conn;
 	int side;		/* the connection's side socket (fds), or -1 */
 	pthread_mutex_t mu;	/* one call at a time on conn */
+	int mu_pid;		/* the process whose mu this is (claimed) */
+	int mu_ready;		/* ... and once it is initialised there */
 	unsigned char *sbuf, *rbuf;
 	size_t scap, rcap;
 	char *address;		/* "unix:PATH", or NULL */
@@ -140,6 +144,31 @@ static bool
 stopped(const mp_manager *m)
 {
 	return ck_pr_load_32(&m->shm->stopped) != 0;
+}
+
+/*
+ * Lock the handle's mutex.  A child forked while another thread of its
+ * parent held it would find it locked forever, so the first call in each
+ * process initialises its own copy: one thread claims it (CAS on mu_pid),
+ * the others wait until it is ready.
+ */
+static void
+lock_handle(mp_manager *m)
+{
+	int pid = (int)mp__pid(), seen = ck_pr_load_int(&m->mu_pid);
+
+	if (MP__UNLIKELY(seen != pid)) {
+		if (ck_pr_cas_int(&m->mu_pid, seen, pid)) {
+			pthread_mutex_init(&m->mu, NULL);
+			/* The initialised mutex before ready; pairs below. */
+			ck_pr_fence_store();
+			ck_pr_store_int(&m->mu_ready, pid);
+		}
+		while (ck_pr_load_int(&m->mu_ready) != pid)
+			sched_yield();
+		ck_pr_fence_load();
+	}
+	pthread_mutex_lock(&m->mu);
 }
 
 /* ---- connecting ---- */
@@ -381,7 +410,7 @@ call_fd(mp_manager *m, struct mgr_req *rq, const void *k, const void *v,
 	rq->cap = out != NULL ? UINT64_MAX : cap;
 	if (stopped(m))
 		return -EPIPE;
-	pthread_mutex_lock(&m->mu);
+	lock_handle(m);
 	if ((rc = ensure_conn(m)) < 0)
 		goto out;
 	if ((rc = grow(&m->sbuf, &m->scap, total)) < 0)
@@ -572,6 +601,7 @@ mp_manager_start(mp_manager **out, const mp_manager_attr *attr)
 	m->side = -1;
 	m->owner = mp__pid();
 	pthread_mutex_init(&m->mu, NULL);
+	m->mu_pid = m->mu_ready = (int)mp__pid();
 	m->magic = MGR_MAGIC;
 	*out = m;
 	return 0;
@@ -619,6 +649,7 @@ mp_manager_connect(mp_manager **out, const char *address,
 	m->side = -1;
 	m->owner = -1;
 	pthread_mutex_init(&m->mu, NULL);
+	m->mu_pid = m->mu_ready = (int)mp__pid();
 	/* Connect now: a wrong key fails this call, not a later one. */
 	if ((rc = connect_address(m)) < 0)
 		goto fail_unmap;

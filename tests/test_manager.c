@@ -1001,3 +1001,50 @@ T_TEST(manager, threads_of_one_process_share_a_handle)
 	mp_dict_free(d);
 	mp_manager_free(m);
 }
+
+struct busy_thr {
+	mp_dict *d;
+	int stop;
+	int bad;
+};
+
+static void *
+busy_getter(void *arg)
+{
+	struct busy_thr *b = arg;
+	char buf[8];
+
+	while (!__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE)) {
+		if (mp_dict_get(b->d, "k", 1, buf, sizeof(buf)) != 1)
+			b->bad++;
+	}
+	return NULL;
+}
+
+static int
+fork_child_call(void *arg)
+{
+	struct busy_thr *b = arg;
+
+	/* The parent's other thread may have held the handle at fork. */
+	return mp_dict_set(b->d, "c", 1, "x", 1) == 0 ? T_PASS : T_FAIL;
+}
+
+T_TEST(manager, fork_while_another_thread_is_mid_call)
+{
+	mp_manager *m;
+	struct busy_thr b = { 0 };
+	pthread_t th;
+
+	cr_assert_eq(mp_manager_start(&m, NULL), 0);
+	cr_assert_eq(mp_manager_dict(m, NULL, &b.d), 0);
+	cr_assert_eq(mp_dict_set(b.d, "k", 1, "v", 1), 0);
+	cr_assert_eq(pthread_create(&th, NULL, busy_getter, &b), 0);
+	for (int i = 0; i < 20; i++)
+		t_wait_exit(t_spawn(fork_child_call, &b), T_PASS);
+	__atomic_store_n(&b.stop, 1, __ATOMIC_RELEASE);
+	pthread_join(th, NULL);
+	cr_assert_eq(b.bad, 0);
+	mp_dict_free(b.d);
+	mp_manager_free(m);
+}
