@@ -1263,6 +1263,9 @@ mp__manager_serve(void *arg)
 			int fd = accept4(sa->lfd, NULL, NULL, SOCK_CLOEXEC);
 			if (fd >= 0)
 				accept_one(fd, true);
+			else if (errno == EMFILE || errno == ENFILE ||
+				 errno == ENOBUFS || errno == ENOMEM)
+				poll(NULL, 0, 10); /* no spin while out of fds */
 		}
 	}
 	/* Objects are process memory: exit frees them all at once. */
