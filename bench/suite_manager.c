@@ -50,11 +50,14 @@ run_ops(mp_dict *d, int op, int64_t dur, struct mpb_hist *h, double *ops)
 		for (int i = 0; i < 64; i++) {
 			int k = (int)(n % KEYS);
 			int64_t a = h ? mpb_now() : 0;
-			ssize_t rc = op == OP_SET
-					     ? mp_dict_set(d, &k, sizeof(k), val,
-							   sizeof(val))
-					     : mp_dict_get(d, &k, sizeof(k), buf,
-							   sizeof(buf));
+			ssize_t rc;
+
+			if (op == OP_SET)
+				rc = mp_dict_set(d, &k, sizeof(k), val,
+						 sizeof(val));
+			else
+				rc = mp_dict_get(d, &k, sizeof(k), buf,
+						 sizeof(buf));
 			if (rc < 0)
 				return (int)rc;
 			if (h)
@@ -198,7 +201,8 @@ run_manager(const struct mpb_opts *o)
 			const struct pyrow *pr = NULL;
 
 			for (int i = 0; i < npy; i++)
-				if (strcmp(py[i].name, pyname[clients - 1][op]) == 0)
+				if (strcmp(py[i].name,
+					   pyname[clients - 1][op]) == 0)
 					pr = &py[i];
 			mpb_progress("manager: %s", gname[clients - 1][op]);
 			sh->op = op;
@@ -263,14 +267,16 @@ run_manager(const struct mpb_opts *o)
 			n += KEYS;
 			now = mpb_now();
 		}
-		snprintf(row.name, sizeof(row.name), "dict update x64, 1 client");
+		snprintf(row.name, sizeof(row.name),
+			 "dict update x64, 1 client");
 		snprintf(row.impl, sizeof(row.impl), "mproc");
 		row.ops = (double)n * 1e9 / (double)(now - t0);
 		row.ns_op = 1e9 / row.ops;
 		row.baseline = pr == NULL;
 		mpb_report(&row);
 		if (pr != NULL) {
-			struct mpb_row r2 = { .size = VLEN, .higher_better = true,
+			struct mpb_row r2 = { .size = VLEN,
+					      .higher_better = true,
 					      .baseline = true };
 			snprintf(r2.name, sizeof(r2.name), "%s", row.name);
 			snprintf(r2.impl, sizeof(r2.impl),

@@ -220,7 +220,8 @@ recv_pipe(mp_manager *m, int sock)
 		fds[1] = -1;	/* the connection owns it now */
 		m->conn_pid = mp__pid();
 		m->side = sock;
-		sock = -1;	/* kept: server-owned objects' fds come here */
+		/* Kept: server-owned objects' fds come here. */
+		sock = -1;
 	}
 out_fds:
 	if (fds[0] >= 0)

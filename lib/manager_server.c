@@ -203,7 +203,9 @@ retire_flush(void)
 static void
 retire(struct rcu_head *rh, size_t bytes)
 {
-	if (retired == NULL && (retired = calloc(1, sizeof(*retired))) == NULL) {
+	if (retired == NULL)
+		retired = calloc(1, sizeof(*retired));
+	if (retired == NULL) {
 		call_rcu(rh, block_free_cb);
 		return;
 	}
@@ -217,7 +219,7 @@ static struct {
 	struct cds_lfht *ids, *names;
 	uint64_t next_id;
 	pthread_mutex_t open_lock;	/* makes and inserts objects */
-	const unsigned char *key;	/* the authkey (connections by address) */
+	const unsigned char *key;	/* the authkey (by address) */
 	size_t key_len;
 } srv;
 
@@ -429,10 +431,12 @@ make_region(uint32_t kind, const struct mgr_params *p, int *fd)
 		break;
 	case MGR_SEM:
 	case MGR_BSEM:
-		rc = p->a > UINT_MAX ? -EINVAL
-		     : kind == MGR_SEM ? mp_sem_new((mp_sem **)&h, (unsigned)p->a)
-				       : mp_bsem_new((mp_sem **)&h,
-						     (unsigned)p->a);
+		if (p->a > UINT_MAX)
+			rc = -EINVAL;
+		else if (kind == MGR_SEM)
+			rc = mp_sem_new((mp_sem **)&h, (unsigned)p->a);
+		else
+			rc = mp_bsem_new((mp_sem **)&h, (unsigned)p->a);
 		if (rc == 0)
 			mp_sem_free(h);
 		break;
@@ -481,7 +485,7 @@ static bool
 params_match(const struct obj *o, const struct mgr_params *p)
 {
 	if (o->kind == MGR_SEM || o->kind == MGR_BSEM)
-		return true;	/* the initial value counts only at creation */
+		return true;	/* the initial value counts at creation */
 	return o->prm.a == p->a && o->prm.b == p->b &&
 	       o->prm.flags == p->flags;
 }
@@ -975,10 +979,11 @@ list_op(struct obj *o, const struct mgr_req *rq, const unsigned char *val,
 			retire(&x->rh, x->len);
 			break;
 		case MGR_L_INSERT:
+			i = clamp(rq->a, v->n);
 			if ((x = lval_make(val, rq->vlen)) == NULL)
 				rc = -ENOMEM;
-			else if ((rc = list_insert_locked(
-					  o, (uint64_t)clamp(rq->a, v->n), x)) < 0)
+			else if ((rc = list_insert_locked(o, (uint64_t)i,
+							  x)) < 0)
 				free(x);
 			break;
 		case MGR_L_POP:
@@ -1265,7 +1270,7 @@ mp__manager_serve(void *arg)
 				accept_one(fd, true);
 			else if (errno == EMFILE || errno == ENFILE ||
 				 errno == ENOBUFS || errno == ENOMEM)
-				poll(NULL, 0, 10); /* no spin while out of fds */
+				poll(NULL, 0, 10); /* no spin without fds */
 		}
 	}
 	/* Objects are process memory: exit frees them all at once. */

@@ -30,7 +30,7 @@ typedef struct mp_list mp_list;
 typedef struct mp_ns mp_ns;
 
 typedef struct mp_manager_attr {
-	const char *address;	/* NULL: only this process tree; "unix:PATH" */
+	const char *address;	/* NULL: this process tree; "unix:PATH" */
 	const void *authkey;	/* NULL: none */
 	size_t authkey_len;	/* 0: none */
 } mp_manager_attr;
