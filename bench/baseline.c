@@ -10,7 +10,9 @@
  * few messages with a relaxed store (one cache line each).
  *
  * Ping-pong: the harness process is one side and forks the other; every
- * round trip is timed and goes into the histogram.  Both sides run closed
+ * round trip is timed and goes into the histogram.  The two sides are
+ * pinned to two CPUs (mpb_pin), so every transport crosses CPUs alike and
+ * the spinning ones measure the hardware, not the scheduler.  Both sides run closed
  * loop, so there is no coordinated omission to correct: a stall shows up
  * in the round trip that suffered it.
  *
@@ -724,8 +726,11 @@ mpb_base_pingpong(enum mpb_transport t, size_t size, int64_t dur_ns,
 	}
 	if (pid == 0) {
 		signal(SIGPIPE, SIG_IGN);
+		mpb_pin(1, NULL);
 		_exit(echo_side(ctl, &ab, &ba, shared, buf));
 	}
+	cpu_set_t old_mask;
+	bool pinned = mpb_pin(0, &old_mask);
 	chan_keep(&ab, true);
 	chan_keep(&ba, false);
 	release_go(ctl, 1);
@@ -759,6 +764,8 @@ mpb_base_pingpong(enum mpb_transport t, size_t size, int64_t dur_ns,
 		chan_send(&ab, buf, NULL);
 	}
 	chan_close(&ab);	/* EOF for the fd transports */
+	if (pinned)
+		sched_setaffinity(0, sizeof(old_mask), &old_mask);
 	int r2 = reap_all(&pid, 1);
 	if (rc == 0)
 		rc = r2;

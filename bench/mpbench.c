@@ -78,7 +78,7 @@ static int pin_cpus[CPU_SETSIZE];
 static int pin_ncpus;
 
 static void
-pin_to(int cpu)
+pin_cpu(int cpu)
 {
 	cpu_set_t set;
 
@@ -92,7 +92,7 @@ pin_child(void)
 {
 	uint32_t k = __atomic_fetch_add(pin_ctl, 1, __ATOMIC_RELAXED);
 
-	pin_to(pin_cpus[(1 + k) % (uint32_t)pin_ncpus]);
+	pin_cpu(pin_cpus[(1 + k) % (uint32_t)pin_ncpus]);
 }
 
 static int
@@ -108,7 +108,7 @@ pin_setup(void)
 	}
 	if ((pin_ctl = mp_shm_alloc(sizeof(*pin_ctl))) == NULL)
 		return -ENOMEM;
-	pin_to(pin_cpus[0]);
+	pin_cpu(pin_cpus[0]);
 	return pthread_atfork(NULL, NULL, pin_child) ? -ENOMEM : 0;
 }
 
@@ -123,6 +123,29 @@ mpb_register(struct mpb_suite *s)
 		pp = &(*pp)->next;
 	s->next = *pp;
 	*pp = s;
+}
+
+bool
+mpb_pin(int nth, cpu_set_t *old)
+{
+	cpu_set_t set, mine;
+	int seen = 0;
+
+	if (sched_getaffinity(0, sizeof(mine), &mine) < 0 ||
+	    CPU_COUNT(&mine) < 2)
+		return false;
+	if (old != NULL)
+		*old = mine;
+	for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+		if (!CPU_ISSET(cpu, &mine))
+			continue;
+		if (seen++ == nth) {
+			CPU_ZERO(&set);
+			CPU_SET(cpu, &set);
+			return sched_setaffinity(0, sizeof(set), &set) == 0;
+		}
+	}
+	return false;
 }
 
 int64_t

@@ -8,6 +8,7 @@
 #ifndef MPBENCH_H
 #define MPBENCH_H
 
+#include <sched.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -64,6 +65,15 @@ void mpb_register(struct mpb_suite *s);
 	{                                                                 \
 		mpb_register(&mpb_suite_##id);                            \
 	}
+
+/*
+ * Pin the caller to the nth CPU it may run on, saving its old mask in
+ * *old when old is not NULL.  False (and nothing changed) when it may run
+ * on fewer than two CPUs.  Two-process latency rows pin the two sides to
+ * CPUs 0 and 1 so that every mechanism crosses CPUs the same way; a
+ * spinning pair left on one CPU measures the scheduler, not the mechanism.
+ */
+bool mpb_pin(int nth, cpu_set_t *old);
 
 /* CLOCK_MONOTONIC in ns. */
 int64_t mpb_now(void);

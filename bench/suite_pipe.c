@@ -114,8 +114,12 @@ pingpong(size_t size, bool think, int64_t dur, struct mpb_hist *h,
 		mp_conn_close(b);
 		goto out_buf;
 	}
-	if (pid == 0)
+	if (pid == 0) {
+		mpb_pin(1, NULL);	/* as the baselines' ping-pong */
 		_exit(echo(b, a, size, think));
+	}
+	cpu_set_t old_mask;
+	bool pinned = mpb_pin(0, &old_mask);
 	mp_conn_close(b);
 	int64_t start = mpb_now(), now = start, sum = 0;
 	uint64_t n = 0;
@@ -140,6 +144,8 @@ pingpong(size_t size, bool think, int64_t dur, struct mpb_hist *h,
 	} while (now - start < dur);
 	*rtt = n ? (double)sum / (double)n : 0;
 	mp_conn_close(a);
+	if (pinned)
+		sched_setaffinity(0, sizeof(old_mask), &old_mask);
 	int r2 = reap(pid);
 	if (rc == 0)
 		rc = r2;

@@ -94,31 +94,8 @@ wait_until(int64_t t, bool nap)
  * child) to two different CPUs, the same way for mproc and for the raw
  * futex, so that both wake a sleeper across CPUs: left to the scheduler,
  * one run may share a CPU and the other not, which changes a wake-up's
- * cost several times over.  Pins the caller to its nth allowed CPU and
- * fills *old with its previous mask.
+ * cost several times over (mpb_pin).
  */
-static bool
-pin_to(int nth, cpu_set_t *old)
-{
-	cpu_set_t set, mine;
-	int seen = 0;
-
-	if (sched_getaffinity(0, sizeof(mine), &mine) < 0 ||
-	    CPU_COUNT(&mine) < 2)
-		return false;
-	if (old != NULL)
-		*old = mine;
-	for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
-		if (!CPU_ISSET(cpu, &mine))
-			continue;
-		if (seen++ == nth) {
-			CPU_ZERO(&set);
-			CPU_SET(cpu, &set);
-			return sched_setaffinity(0, sizeof(set), &set) == 0;
-		}
-	}
-	return false;
-}
 
 static void
 ready_and_wait(struct ctl *c, unsigned n)
@@ -385,11 +362,11 @@ one_way(size_t size, int64_t gap, bool nap, int64_t dur, struct mpb_hist *h)
 		goto out_q;
 	}
 	if (pid == 0) {
-		pin_to(1, NULL);
+		mpb_pin(1, NULL);
 		_exit(paced_producer(q, size, gap, nap, &c->stop));
 	}
 	cpu_set_t old;
-	bool pinned = pin_to(0, &old);
+	bool pinned = mpb_pin(0, &old);
 	int64_t end = mpb_now() + dur, warm = mpb_now() + dur / 10;
 	for (;;) {
 		struct stamp s;
@@ -463,11 +440,11 @@ futex_one_way(int64_t gap, int64_t dur, struct mpb_hist *h)
 		return -errno;
 	}
 	if (pid == 0) {
-		pin_to(1, NULL);
+		mpb_pin(1, NULL);
 		_exit(fx_producer(f, gap));
 	}
 	cpu_set_t old;
-	bool pinned = pin_to(0, &old);
+	bool pinned = mpb_pin(0, &old);
 	int64_t end = mpb_now() + dur, warm = mpb_now() + dur / 10;
 	uint32_t v = __atomic_load_n(&f->seq, __ATOMIC_ACQUIRE);
 	for (;;) {
