@@ -172,6 +172,7 @@
 #include "lib/handle.h"
 #include "lib/region.h"
 #include "lib/task.h"
+#include "lib/testing.h"
 
 #define QUEUE_MAGIC 0x6d707175u		/* "mpqu": the heap handle */
 #define QUEUE_SHM_MAGIC 0x6d705153u	/* "mpQS": the shared header */
@@ -1318,4 +1319,16 @@ mp_queue_join(mp_queue *q, int64_t timeout_ns)
 		if (rc == -ETIMEDOUT && mp__now() >= deadline)
 			return -ETIMEDOUT;
 	}
+}
+
+int
+mp__queue_region(const mp_queue *q, void **base, size_t *len)
+{
+	/* The local magic only: the shared one may be what is tested. */
+	if (q == NULL || q->magic != QUEUE_MAGIC || base == NULL ||
+	    len == NULL)
+		return -EINVAL;
+	*base = q->s;
+	*len = q->maplen;
+	return 0;
 }
