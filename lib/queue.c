@@ -529,7 +529,9 @@ claim_put(struct mp_queue *q, uint64_t *cursor, struct slot **out,
 /*
  * Consumer claim.  Returns 1 (claimed; *cursor, *out, *lenp set, *saw
  * or-ed with the producers' sleep flag), 0 (empty: *b says on what),
- * -EMSGSIZE (the next message exceeds cap; it is left as it is).
+ * -EMSGSIZE (the next message exceeds cap; it is left as it is),
+ * MP_ECORRUPT (its length exceeds msg_max: a peer wrote over the ring;
+ * nothing is copied and the slot is left as it is).
  */
 static int
 claim_get(struct mp_queue *q, uint64_t *cursor, size_t cap,
@@ -551,6 +553,9 @@ claim_get(struct mp_queue *q, uint64_t *cursor, size_t cap,
 				/* Orders the len load after READY's load. */
 				ck_pr_fence_load();
 				size_t len = ck_pr_load_32(&sl->len);
+				/* Only a peer that wrote over the ring. */
+				if (MP__UNLIKELY(len > q->msg_max))
+					return MP_ECORRUPT;
 				if (len > cap) {
 					b->sl = sl;
 					b->w = w;
@@ -647,6 +652,15 @@ claim_get_fast(struct mp_queue *q, uint64_t *cursor, size_t cap,
 		*saw |= ck_pr_load_32(&s->put.flag);
 		*out = sl;
 		*lenp = ck_pr_load_32(&sl->len);
+		if (MP__UNLIKELY(*lenp > q->msg_max)) {
+			/*
+			 * A length no put wrote: the ring was written over.
+			 * Hand the slot back as it was; the caller gets the
+			 * error rather than a copy past its buffer.
+			 */
+			ck_pr_store_64(&sl->word, mkw(h, ST_READY, 0));
+			return MP_ECORRUPT;
+		}
 		return 1;
 	}
 	return claim_get(q, cursor, cap, out, lenp, b, saw);

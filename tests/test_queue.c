@@ -918,3 +918,62 @@ T_TEST(queue, no_fd_or_mapping_leak_over_ten_thousand_cycles)
 	cr_assert_eq(t_fd_count(), fds);
 	cr_assert_eq(proc_lines("/proc/self/maps"), maps);
 }
+
+/*
+ * The slot of the only message queued (whose data starts with marker):
+ * found by its bytes in the memfd mappings of this process.
+ */
+static unsigned char *
+find_slot_data(const unsigned char *marker, size_t n)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	unsigned char *hit = NULL;
+
+	cr_assert_not_null(f);
+	while (hit == NULL && fgets(line, sizeof(line), f) != NULL) {
+		unsigned long lo, hi;
+
+		if (strstr(line, "memfd:") == NULL ||
+		    sscanf(line, "%lx-%lx", &lo, &hi) != 2)
+			continue;
+		hit = memmem((void *)lo, hi - lo, marker, n);
+	}
+	fclose(f);
+	return hit;
+}
+
+/* Fuzzing found it: a length a peer wrote was copied past buf. */
+T_TEST(queue, garbage_length_is_ecorrupt_not_an_overflow)
+{
+	static const unsigned char marker[16] = "\x93queue-marker\x17\x42";
+	unsigned char buf[64 + 16], *data;
+	const void *p;
+	size_t lens[2];
+	mp_queue *q;
+
+	cr_assert_eq(mp_queue_new(&q, 4, 64), 0);
+	cr_assert_eq(mp_queue_put(q, marker, sizeof(marker), MP_NOWAIT), 0);
+	data = find_slot_data(marker, sizeof(marker));
+	cr_assert_not_null(data);
+	/* The slot header's length field sits 8 bytes before the data. */
+	cr_assert_eq(*(uint32_t *)(data - 8), sizeof(marker));
+	*(uint32_t *)(data - 8) = 1u << 20;
+
+	memset(buf, 0xee, sizeof(buf));
+	/* cap >= msg_max takes the fast path, cap < msg_max the slow one. */
+	cr_assert_eq(mp_queue_get(q, buf, 64, MP_NOWAIT), MP_ECORRUPT);
+	cr_assert_eq(mp_queue_get(q, buf, 32, MP_NOWAIT), MP_ECORRUPT);
+	cr_assert_eq(mp_queue_get_many(q, buf, 64, lens, 2, MP_NOWAIT),
+		     MP_ECORRUPT);
+	cr_assert_eq(mp_queue_peek(q, &p, MP_NOWAIT), MP_ECORRUPT);
+	for (size_t i = 0; i < sizeof(buf); i++)
+		cr_assert_eq(buf[i], 0xee, "byte %zu written", i);
+
+	/* Put right, the message is whole again. */
+	*(uint32_t *)(data - 8) = sizeof(marker);
+	cr_assert_eq(mp_queue_get(q, buf, 64, MP_NOWAIT),
+		     (ssize_t)sizeof(marker));
+	cr_assert_eq(memcmp(buf, marker, sizeof(marker)), 0);
+	mp_queue_free(q);
+}

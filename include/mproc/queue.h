@@ -41,7 +41,9 @@ MP_API int mp_queue_put(mp_queue *q, const void *msg, size_t len,
  * Take the oldest message into buf (cap bytes).  Waits while the queue
  * is empty, up to timeout_ns.  Returns the message's length, -EAGAIN
  * (empty, MP_NOWAIT), -ETIMEDOUT, -EPIPE (closed and drained), -EMSGSIZE
- * (the next message is longer than cap: it stays queued), -EINVAL.
+ * (the next message is longer than cap: it stays queued), -EINVAL,
+ * MP_ECORRUPT (the next slot holds a length no put wrote: something wrote
+ * over the shared memory; nothing is copied).
  */
 MP_API ssize_t mp_queue_get(mp_queue *q, void *buf, size_t cap,
 			    int64_t timeout_ns);
