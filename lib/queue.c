@@ -832,7 +832,11 @@ fail_free:
 void
 mp_queue_free(mp_queue *q)
 {
-	if (!valid(q))
+	/*
+	 * The local magic only: a queue whose shared header was written
+	 * over is still ours to unmap (else each one would leak a mapping).
+	 */
+	if (q == NULL || q->magic != QUEUE_MAGIC)
 		return;
 	q->magic = 0;
 	mp__region_unmap(q->s, q->maplen);

@@ -924,7 +924,7 @@ T_TEST(queue, no_fd_or_mapping_leak_over_ten_thousand_cycles)
  * found by its bytes in the memfd mappings of this process.
  */
 static unsigned char *
-find_slot_data(const unsigned char *marker, size_t n)
+find_slot_data(const unsigned char *marker, size_t n, unsigned char **map)
 {
 	FILE *f = fopen("/proc/self/maps", "r");
 	char line[512];
@@ -938,6 +938,8 @@ find_slot_data(const unsigned char *marker, size_t n)
 		    sscanf(line, "%lx-%lx", &lo, &hi) != 2)
 			continue;
 		hit = memmem((void *)lo, hi - lo, marker, n);
+		if (map != NULL)
+			*map = (unsigned char *)lo;
 	}
 	fclose(f);
 	return hit;
@@ -954,7 +956,7 @@ T_TEST(queue, garbage_length_is_ecorrupt_not_an_overflow)
 
 	cr_assert_eq(mp_queue_new(&q, 4, 64), 0);
 	cr_assert_eq(mp_queue_put(q, marker, sizeof(marker), MP_NOWAIT), 0);
-	data = find_slot_data(marker, sizeof(marker));
+	data = find_slot_data(marker, sizeof(marker), NULL);
 	cr_assert_not_null(data);
 	/* The slot header's length field sits 8 bytes before the data. */
 	cr_assert_eq(*(uint32_t *)(data - 8), sizeof(marker));
@@ -976,4 +978,25 @@ T_TEST(queue, garbage_length_is_ecorrupt_not_an_overflow)
 		     (ssize_t)sizeof(marker));
 	cr_assert_eq(memcmp(buf, marker, sizeof(marker)), 0);
 	mp_queue_free(q);
+}
+
+/* Fuzzing found it: a queue whose shared header was trashed leaked. */
+T_TEST(queue, free_unmaps_a_queue_with_a_trashed_header)
+{
+	static const unsigned char marker[16] = "\x94queue-header\x18\x43";
+	unsigned char *data, *map = NULL;
+	int before, after;
+	mp_queue *q;
+
+	cr_assert_eq(mp_queue_new(&q, 4, 64), 0);
+	cr_assert_eq(mp_queue_put(q, marker, sizeof(marker), MP_NOWAIT), 0);
+	data = find_slot_data(marker, sizeof(marker), &map);
+	cr_assert_not_null(data);
+	before = proc_lines("/proc/self/maps");
+	memset(map, 0x5a, 16);		/* the header: magic and version */
+	cr_assert_eq(mp_queue_put(q, "x", 1, MP_NOWAIT), -EINVAL);
+	mp_queue_free(q);
+	after = proc_lines("/proc/self/maps");
+	cr_assert_eq(after, before - 1, "maps: %d before, %d after", before,
+		     after);
 }
