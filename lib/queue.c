@@ -473,21 +473,35 @@ retire_claim(struct mp_queue *q, struct slot *sl, uint64_t t)
 }
 
 /*
+ * How many positions one claim may look at.  Each step past a position
+ * means another process took it (or the position hint jumped forward to
+ * where they are), so a healthy ring needs about its length plus what
+ * others claim meanwhile; only words a peer wrote over (seqs far ahead,
+ * a garbage tail or head hint) send a claim along 2^40 positions.  The
+ * bound turns that endless loop into MP_ECORRUPT.
+ */
+#define SCAN_MAX(q) (4 * (q)->cap + 65536)
+
+/*
  * Producer claim.  *cursor is the position to try first; on success it
  * is the claimed position, and *saw is or-ed with the consumers' sleep
  * flag as read after the claim.  Returns 1 (claimed), 0 (full: *b says on
- * what), -EPIPE (closed; a slot claimed after the close is retired).
+ * what), -EPIPE (closed; a slot claimed after the close is retired),
+ * MP_ECORRUPT (SCAN_MAX).
  */
 static int
 claim_put(struct mp_queue *q, uint64_t *cursor, struct slot **out,
 	  struct block *b, uint32_t *saw)
 {
 	struct qshm *s = q->s;
-	uint64_t t = *cursor, w;
+	uint64_t t = *cursor, w, looked = 0;
 	struct slot *sl;
 	int64_t d;
 
 	for (;;) {
+		/* See SCAN_MAX: only a ring written over gets this far. */
+		if (MP__UNLIKELY(++looked > SCAN_MAX(q)))
+			return MP_ECORRUPT;
 		sl = slot_at(q, t);
 		w = ck_pr_load_64(&sl->word);
 		d = seqdiff(w, t);
@@ -531,18 +545,20 @@ claim_put(struct mp_queue *q, uint64_t *cursor, struct slot **out,
  * or-ed with the producers' sleep flag), 0 (empty: *b says on what),
  * -EMSGSIZE (the next message exceeds cap; it is left as it is),
  * MP_ECORRUPT (its length exceeds msg_max: a peer wrote over the ring;
- * nothing is copied and the slot is left as it is).
+ * nothing is copied and the slot is left as it is; or SCAN_MAX).
  */
 static int
 claim_get(struct mp_queue *q, uint64_t *cursor, size_t cap,
 	  struct slot **out, size_t *lenp, struct block *b, uint32_t *saw)
 {
 	struct qshm *s = q->s;
-	uint64_t h = *cursor, w;
+	uint64_t h = *cursor, w, looked = 0;
 	struct slot *sl;
 	int64_t d;
 
 	for (;;) {
+		if (MP__UNLIKELY(++looked > SCAN_MAX(q)))
+			return MP_ECORRUPT;
 		sl = slot_at(q, h);
 		w = ck_pr_load_64(&sl->word);
 		d = seqdiff(w, h);
