@@ -32,7 +32,8 @@ MP_API int mp_queue_new(mp_queue **q, size_t maxsize, size_t msg_max);
  * timeout_ns (MP_FOREVER, MP_NOWAIT or > 0).  A put that returned 0 is
  * never lost to the caller's later death.
  * Returns 0, -EAGAIN (full, MP_NOWAIT), -ETIMEDOUT, -EPIPE (closed),
- * -EMSGSIZE (len > msg_max), -EINVAL.
+ * -EMSGSIZE (len > msg_max), -EINVAL, MP_ECORRUPT (the ring's shared
+ * memory was written over).
  */
 MP_API int mp_queue_put(mp_queue *q, const void *msg, size_t len,
 			int64_t timeout_ns);
