@@ -47,10 +47,33 @@ gone_within(pid_t pid, int ms)
 {
 	int fd = pidfd_of(pid);
 
+	if (fd < 0 && errno == ENOSYS) {
+		/* No pidfds (valgrind): look until it is gone or a zombie. */
+		int64_t end = t_now() + (int64_t)T_MS(ms) * 1000000;
+
+		do {
+			char path[64], st[256];
+			FILE *f;
+
+			snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+			if ((f = fopen(path, "r")) == NULL)
+				return true;
+			st[0] = 0;
+			if (fgets(st, sizeof(st), f) == NULL)
+				st[0] = 0;
+			fclose(f);
+			char *rp = strrchr(st, ')');
+			if (rp == NULL || rp[1] == 0 || rp[2] == 'Z' ||
+			    rp[2] == 'X')
+				return true;
+			usleep(1000);
+		} while (t_now() < end);
+		return false;
+	}
 	if (fd < 0)
 		return errno == ESRCH;
 	struct pollfd p = { .fd = fd, .events = POLLIN };
-	int r = poll(&p, 1, ms);
+	int r = poll(&p, 1, T_MS(ms));
 	close(fd);
 	return r == 1;
 }
@@ -195,6 +218,14 @@ T_TEST(process, sentinel_becomes_readable_at_exit)
 	cr_assert_eq(mp_process_new(&p, wait_pipe, &s, NULL), 0);
 	cr_assert_eq(mp_process_start(p), 0);
 	int fd = mp_process_sentinel(p);
+	if (fd == -ENOSYS) {
+		/* No pidfd_open here (valgrind): the documented answer. */
+		t_sync_signal(&s);
+		cr_assert_eq(mp_process_join(p, MP_SEC(T_MS(10))), 0);
+		mp_process_free(p);
+		t_sync_fini(&s);
+		cr_skip_test("pidfd_open is ENOSYS: no sentinel");
+	}
 	cr_assert_geq(fd, 0);
 	struct pollfd pfd = { .fd = fd, .events = POLLIN };
 	cr_assert_eq(poll(&pfd, 1, 20), 0);
