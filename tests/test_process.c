@@ -171,7 +171,7 @@ T_TEST(process, join_timeout_is_honoured)
 		cr_assert_eq(mp_process_join(p, MP_MSEC(40)), -ETIMEDOUT);
 		int64_t took = t_now() - t0;
 		cr_assert_geq(took, MP_MSEC(40));
-		cr_assert_lt(took, MP_MSEC(40) + MP_MSEC(15), "took %lld us",
+		cr_assert_lt(took, MP_MSEC(40) + MP_MSEC(T_MS(15)), "took %lld us",
 			     (long long)took / 1000);
 	}
 	t_sync_signal(&s);
@@ -361,7 +361,7 @@ T_TEST(process, free_of_a_running_process_detaches_and_reaps)
 	mp_process_free(p);
 	/* It runs on after the free... */
 	t_sync_signal(&d->go);
-	int64_t end = t_now() + MP_SEC(10);
+	int64_t end = t_now() + MP_MSEC(T_MS(10000));
 	while (!__atomic_load_n(&d->done, __ATOMIC_ACQUIRE))
 		cr_assert_lt(t_now(), end, "the detached child did not run on");
 	/*

@@ -219,14 +219,14 @@ T_TEST(queue, timeouts_are_honoured)
 	cr_assert_eq(mp_queue_get(q, buf, 4, MP_MSEC(30)), -ETIMEDOUT);
 	dt = t_now() - t0;
 	cr_assert_geq(dt, MP_MSEC(30));
-	cr_assert_lt(dt, MP_SEC(5));
+	cr_assert_lt(dt, MP_MSEC(T_MS(5000)));
 	cr_assert_eq(mp_queue_put(q, "a", 1, MP_NOWAIT), 0);
 	t0 = t_now();
 	cr_assert_eq(mp_queue_put(q, "b", 1, MP_MSEC(30)), -ETIMEDOUT);
 	cr_assert_eq(mp_queue_reserve(q, &m, MP_MSEC(30)), -ETIMEDOUT);
 	dt = t_now() - t0;
 	cr_assert_geq(dt, MP_MSEC(60));
-	cr_assert_lt(dt, MP_SEC(5));
+	cr_assert_lt(dt, MP_MSEC(T_MS(5000)));
 	cr_assert_eq(mp_queue_get(q, buf, 4, MP_MSEC(30)), 1);
 	t0 = t_now();
 	cr_assert_eq(mp_queue_join(q, MP_MSEC(30)), -ETIMEDOUT);
@@ -382,7 +382,7 @@ pause_ms(int ms)
  * probability 0.3^5.
  */
 #define WAKE_ROUNDS 5
-#define WAKE_LIMIT MP_MSEC(30)
+#define WAKE_LIMIT MP_MSEC(T_MS(30))
 
 T_TEST(queue, a_sleeping_consumer_is_woken_by_a_put)
 {
