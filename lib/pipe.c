@@ -172,6 +172,7 @@
 #include "lib/handle.h"
 #include "lib/pipe.h"
 #include "lib/region.h"
+#include "lib/testing.h"
 
 #define PIPE_MAGIC 0x6d707069u	/* "mppi" */
 #define CONN_MAGIC 0x636f6e6eu	/* "conn" */
@@ -1240,4 +1241,14 @@ mp_conn_close(mp_conn *c)
 		mp__region_unmap(pl->shm, pl->map_size);
 		mp__handle_free(pl, sizeof(*pl));
 	}
+}
+
+int
+mp__pipe_region(const mp_conn *c, void **base, size_t *len)
+{
+	if (!conn_ok(c) || base == NULL || len == NULL)
+		return -EINVAL;
+	*base = c->pl->shm;
+	*len = c->pl->map_size;
+	return 0;
 }

@@ -125,7 +125,9 @@
  *    SIGKILLs every worker, reaps them, and exits.  The region goes with
  *    the last mapping.  The thread that created the pool may exit freely:
  *    nothing is tied to it (pidfds, not parent-death signals, watch the
- *    owner).
+ *    owner).  Where pidfd_open() is ENOSYS (valgrind, old kernels), the
+ *    owner looks at its unreaped spawner with waitid(P_PID, WNOWAIT) and
+ *    the spawner watches the owner by getppid() (lib/pool_proc.c).
  *  - A worker killed while the handler steals from it: the CAS on the
  *    message state is atomic, so the chunk is either stolen (and not in
  *    the FIFO the death is accounted against) or the worker's.
@@ -1226,8 +1228,30 @@ static bool
 spawner_alive(struct mp_pool *p)
 {
 	struct pollfd pf = { .fd = p->spfd, .events = POLLIN };
+	siginfo_t si = { 0 };
 
+	if (p->spfd < 0) {
+		/* No pidfd: the spawner is our unreaped child. */
+		return waitid(P_PID, (id_t)p->spawner, &si,
+			      WEXITED | WNOHANG | WNOWAIT) == 0 &&
+		       si.si_pid == 0;
+	}
 	return poll(&pf, 1, 0) == 0;
+}
+
+/* Reap the spawner, through its pidfd or (without one) its pid. */
+static void
+spawner_reap(struct mp_pool *p)
+{
+	if (p->spfd < 0) {
+		while (waitid(P_PID, (id_t)p->spawner, &(siginfo_t){ 0 },
+			      WEXITED) < 0 && errno == EINTR)
+			;
+		return;
+	}
+	while (waitid(P_PIDFD, (id_t)p->spfd, &(siginfo_t){ 0 }, WEXITED) < 0 &&
+	       errno == EINTR)
+		;
 }
 
 static void *
@@ -1373,7 +1397,9 @@ mp_pool_new(mp_pool **out, const mp_pool_attr *attr)
 	if (p->spawner == 0)
 		mp__pool_spawner(s);
 	p->spfd = sys_pidfd_open(p->spawner);
-	if (p->spfd < 0) {
+	if (p->spfd < 0 && errno == ENOSYS) {
+		p->spfd = -1;	/* valgrind, old kernels: by pid instead */
+	} else if (p->spfd < 0) {
 		rc = -errno;
 		kill(p->spawner, SIGKILL);
 		while (waitpid(p->spawner, NULL, 0) < 0 && errno == EINTR)
@@ -1394,10 +1420,9 @@ mp_pool_new(mp_pool **out, const mp_pool_attr *attr)
 fail_spawner:
 	ck_pr_store_32(&s->killall, 1);
 	ask_spawner(p);
-	while (waitid(P_PIDFD, (id_t)p->spfd, &(siginfo_t){ 0 }, WEXITED) < 0 &&
-	       errno == EINTR)
-		;
-	close(p->spfd);
+	spawner_reap(p);
+	if (p->spfd >= 0)
+		close(p->spfd);
 fail_mutex:
 	pthread_mutex_destroy(&p->jmu);
 	pthread_mutex_destroy(&p->mu);
@@ -2079,9 +2104,7 @@ mp_pool_join(mp_pool *p)
 		ck_pr_store_32(&p->join_req, 1);
 		force_bell(p);
 		pthread_join(p->handler, NULL);
-		while (waitid(P_PIDFD, (id_t)p->spfd, &(siginfo_t){ 0 },
-			      WEXITED) < 0 && errno == EINTR)
-			;
+		spawner_reap(p);
 		p->joined = true;
 	}
 	pthread_mutex_unlock(&p->jmu);
@@ -2095,7 +2118,8 @@ mp_pool_free(mp_pool *p)
 		return;
 	if (p->owner != mp__pid()) {
 		/* A child's copy: release the copy only. */
-		close(p->spfd);
+		if (p->spfd >= 0)
+			close(p->spfd);
 		close(p->evfd);
 		mp__region_unmap(p->s, p->shm_size);
 		free(p->hs);
@@ -2109,7 +2133,8 @@ mp_pool_free(mp_pool *p)
 		mp_pool_join(p);
 	}
 	p->magic = 0;
-	close(p->spfd);
+	if (p->spfd >= 0)
+		close(p->spfd);
 	close(p->evfd);
 	mp__region_unmap(p->s, p->shm_size);
 	pthread_mutex_destroy(&p->mu);

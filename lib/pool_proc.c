@@ -38,6 +38,14 @@
  * a bump between the worker's read of wseq and its sleep fails the futex
  * wait, so no wake-up is lost.
  *
+ * Without pidfds.  Where pidfd_open() is ENOSYS (valgrind 3.19 does not
+ * know syscall 434; kernels before 5.3) a worker's slot holds NOFD and the
+ * spawner, still its unreaping parent, looks at it with waitid(P_PID,
+ * WNOHANG | WNOWAIT) each time poll() returns, which then times out after
+ * POLL_NOFD_MS; the owner is watched by getppid() (the spawner is its
+ * child: a changed parent means the owner died).  Kills stay race-free:
+ * only the spawner reaps the workers.
+ *
  * Crash analysis.  A worker killed anywhere: its rings are read once more
  * and reset by the handler, which alone decides what the death means.  The
  * spawner killed anywhere: the workers die of their death signal; the
@@ -104,6 +112,10 @@ sys_pidfd_open(pid_t pid)
 {
 	return (int)syscall(SYS_pidfd_open, pid, 0);
 }
+
+/* A live worker watched without a pidfd (see "Without pidfds"). */
+#define NOFD (-2)
+#define POLL_NOFD_MS 10
 
 /* ------------------------------------------------------------------ */
 /* Worker */
@@ -362,7 +374,7 @@ struct sp {
 	struct mp__pool_shm *s;
 	sigset_t mask;		/* the owner's, for the workers */
 	int ownerfd;
-	int *pidfd;		/* per slot, -1 when no live worker */
+	int *pidfd;		/* per slot, -1 when no live worker, or NOFD */
 	pid_t self;
 };
 
@@ -386,9 +398,12 @@ sp_fork(struct sp *sp, unsigned i)
 		sigprocmask(SIG_SETMASK, &sp->mask, NULL);
 		worker_main(sp->s, i);
 	}
-	if (pid > 0)
+	if (pid > 0) {
 		sp->pidfd[i] = sys_pidfd_open(pid);
-	if (pid < 0 || sp->pidfd[i] < 0) {
+		if (sp->pidfd[i] < 0 && errno == ENOSYS)
+			sp->pidfd[i] = NOFD;
+	}
+	if (pid < 0 || sp->pidfd[i] == -1) {
 		/* No worker (fork failed, or no fd to watch it: then kill
 		 * and reap it now): report a death before ready. */
 		if (pid > 0) {
@@ -417,10 +432,16 @@ sp_reap(struct sp *sp, unsigned i)
 	siginfo_t si;
 
 	memset(&si, 0, sizeof(si));
-	while (waitid(P_PIDFD, (id_t)sp->pidfd[i], &si, WEXITED) < 0 &&
-	       errno == EINTR)
-		;
-	close(sp->pidfd[i]);
+	if (sp->pidfd[i] == NOFD) {
+		while (waitid(P_PID, (id_t)sl->pid, &si, WEXITED) < 0 &&
+		       errno == EINTR)
+			;
+	} else {
+		while (waitid(P_PIDFD, (id_t)sp->pidfd[i], &si,
+			      WEXITED) < 0 && errno == EINTR)
+			;
+		close(sp->pidfd[i]);
+	}
 	sp->pidfd[i] = -1;
 	sl->status = si.si_code == CLD_EXITED ? si.si_status : -si.si_status;
 	/* Release: the status before the state the handler acts on. */
@@ -433,7 +454,7 @@ static void
 sp_kill_all(struct sp *sp)
 {
 	for (unsigned i = 0; i < sp->s->nslots; i++) {
-		if (sp->pidfd[i] >= 0)
+		if (sp->pidfd[i] != -1)
 			kill(sp->s->slot[i].pid, SIGKILL);
 	}
 }
@@ -457,8 +478,8 @@ mp__pool_spawner(struct mp__pool_shm *s)
 	if (getppid() != s->owner)
 		_exit(1);
 	sp.ownerfd = sys_pidfd_open(s->owner);
-	if (sp.ownerfd < 0)
-		_exit(1);
+	if (sp.ownerfd < 0 && errno != ENOSYS)
+		_exit(1);	/* ENOSYS: ownerfd -1, poll skips it */
 	/* Allocated before any worker exists: workers inherit it, harmless. */
 	pfd = calloc(n + 2, sizeof(*pfd));
 	if (pfd == NULL)
@@ -488,7 +509,7 @@ mp__pool_spawner(struct mp__pool_shm *s)
 				ck_pr_store_32(&sl->kill_req, 0);
 				kill(sl->pid, SIGKILL);
 			}
-			if (fds[i] >= 0)
+			if (fds[i] != -1)
 				live++;
 		}
 		if (stopping && live == 0)
@@ -505,8 +526,22 @@ mp__pool_spawner(struct mp__pool_shm *s)
 							     .events = POLLIN };
 			}
 		}
-		if (poll(pfd, np, -1) < 0)
+		bool nofd = sp.ownerfd < 0;
+		for (unsigned i = 0; i < n; i++)
+			nofd |= fds[i] == NOFD;
+		if (poll(pfd, np, nofd ? POLL_NOFD_MS : -1) < 0)
 			continue;
+		if (sp.ownerfd < 0 && getppid() != s->owner)
+			ck_pr_store_32(&s->killall, 1);
+		for (unsigned i = 0; i < n; i++) {
+			siginfo_t si = { 0 };
+
+			if (fds[i] == NOFD &&
+			    waitid(P_PID, (id_t)s->slot[i].pid, &si,
+				   WEXITED | WNOHANG | WNOWAIT) == 0 &&
+			    si.si_pid != 0)
+				sp_reap(&sp, i);
+		}
 		if (pfd[0].revents) {
 			uint64_t v;
 			if (read(s->evfd, &v, sizeof(v)) < 0)

@@ -30,6 +30,15 @@
  * reaper thread that blocks in waitid() until the child ends, so no zombie
  * is left and the child is never signalled.
  *
+ * Without pidfds.  Where pidfd_open() is ENOSYS (valgrind 3.19 does not
+ * know syscall 434; kernels before 5.3), start keeps no fd and works on
+ * the pid: the starter still owns the unreaped child, so kill(pid) and
+ * waitid(P_PID) cannot reach a reused pid, as at start.  A timed join
+ * polls waitid(WNOHANG | WNOWAIT) with naps of 1 ms growing to 10 ms, and
+ * mp_process_sentinel() is -ENOSYS.  Only the starter signals such a
+ * child (a copy inherited by fork gets -ECHILD), since only it owns the
+ * pid.
+ *
  * Fork safety.  The per-process state (name, identity, child list, lock) is
  * rebuilt in every child: explicitly in a child made by mp_process_start,
  * and by a pthread_atfork() child handler after any other fork(), because
@@ -70,7 +79,8 @@ struct mp_process {
 	int daemon;
 	pid_t pid;
 	pid_t starter;		/* the process that started it: the only reaper */
-	int pidfd;
+	int pidfd;		/* -1 without pidfds (see "Without pidfds") */
+	bool nopidfd;		/* started where pidfd_open() is ENOSYS */
 	int exitcode;
 	unsigned number;	/* N of Process-N, also for named processes */
 	struct mp_process *next; /* in self.children while running */
@@ -128,6 +138,59 @@ sys_pidfd_send_signal(int fd, int sig)
 	return (int)syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0);
 }
 
+/* waitid() on p's child, through its pidfd or (without one) its pid. */
+static int
+proc_waitid(const struct mp_process *p, siginfo_t *si, int flags)
+{
+	if (p->nopidfd)
+		return waitid(P_PID, (id_t)p->pid, si, flags);
+	return waitid(P_PIDFD, (id_t)p->pidfd, si, flags);
+}
+
+static int
+proc_signal(const struct mp_process *p, int sig)
+{
+	if (p->nopidfd)
+		return kill(p->pid, sig);
+	return sys_pidfd_send_signal(p->pidfd, sig);
+}
+
+static int wait_readable(int fd, int64_t deadline);
+
+/*
+ * Sleep until p's child has ended or the deadline passes: on its pidfd,
+ * or without one in naps (the child is unreaped, so WNOWAIT sees it).
+ */
+static int
+proc_wait_end(const struct mp_process *p, int64_t deadline)
+{
+	int64_t nap = MP_MSEC(1), left;
+	siginfo_t si;
+
+	if (!p->nopidfd)
+		return wait_readable(p->pidfd, deadline);
+	for (;;) {
+		memset(&si, 0, sizeof(si));
+		if (waitid(P_PID, (id_t)p->pid, &si,
+			   WEXITED | WNOHANG | WNOWAIT) < 0) {
+			if (errno == EINTR)
+				continue;
+			return 0;	/* ECHILD: reap() will see it */
+		}
+		if (si.si_pid != 0)
+			return 0;
+		left = mp__remaining(deadline);
+		if (left == 0)
+			return -ETIMEDOUT;
+		if (left > 0 && left < nap)
+			nap = left;
+		struct timespec ts = { nap / 1000000000, nap % 1000000000 };
+		nanosleep(&ts, NULL);	/* EINTR: just look again */
+		if (nap < MP_MSEC(10))
+			nap *= 2;
+	}
+}
+
 static bool
 valid(const struct mp_process *p)
 {
@@ -165,7 +228,7 @@ reap(struct mp_process *p, int flags)
 	pthread_mutex_lock(&self.lock);
 	if (p->state == P_RUNNING) {
 		memset(&si, 0, sizeof(si));
-		if (waitid(P_PIDFD, (id_t)p->pidfd, &si, WEXITED | flags) == 0 &&
+		if (proc_waitid(p, &si, WEXITED | flags) == 0 &&
 		    si.si_pid != 0) {
 			p->exitcode = decode_status(&si);
 			p->state = P_ENDED;
@@ -309,7 +372,9 @@ mp_process_start(mp_process *p)
 		child_main(p, parent, identity);
 	free(identity);
 	fd = sys_pidfd_open(pid);
-	if (fd < 0) {
+	if (fd < 0 && errno == ENOSYS) {
+		p->nopidfd = true;	/* see "Without pidfds" */
+	} else if (fd < 0) {
 		/* Unreaped, so the pid is still ours to kill and reap. */
 		err = -errno;
 		kill(pid, SIGKILL);
@@ -344,7 +409,7 @@ mp_process_join(mp_process *p, int64_t timeout_ns)
 			return 0;
 		if (timeout_ns == MP_NOWAIT)
 			return -EAGAIN;
-		if ((rc = wait_readable(p->pidfd, deadline)) < 0)
+		if ((rc = proc_wait_end(p, deadline)) < 0)
 			return reap(p, WNOHANG) ? 0 : rc;
 	}
 }
@@ -373,8 +438,8 @@ mp_process_exitcode(const mp_process *p, int *code)
 	if (p->state == P_RUNNING) {
 		/* Peek without reaping: p is const, join still reaps. */
 		memset(&si, 0, sizeof(si));
-		if (waitid(P_PIDFD, (id_t)p->pidfd, &si,
-			   WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid == 0)
+		if (proc_waitid(p, &si, WEXITED | WNOHANG | WNOWAIT) < 0 ||
+		    si.si_pid == 0)
 			return -EAGAIN;
 		*code = decode_status(&si);
 		return 0;
@@ -390,8 +455,11 @@ send_signal(mp_process *p, int sig)
 		return -EINVAL;
 	if (p->state == P_ENDED)
 		return 0;
+	/* Only the pid's owner may signal it (see "Without pidfds"). */
+	if (p->nopidfd && p->starter != getpid())
+		return -ECHILD;
 	/* ESRCH: it has ended, which is what the caller wanted. */
-	if (sys_pidfd_send_signal(p->pidfd, sig) < 0 && errno != ESRCH)
+	if (proc_signal(p, sig) < 0 && errno != ESRCH)
 		return -errno;
 	return 0;
 }
@@ -419,24 +487,36 @@ mp_process_sentinel(const mp_process *p)
 {
 	if (!valid(p) || p->state == P_NEW)
 		return -EINVAL;
+	if (p->nopidfd)
+		return -ENOSYS;
 	return p->pidfd;
 }
 
+/* arg: a pidfd (>= 0), or minus the pid of a child without one. */
 static void *
 reaper_main(void *arg)
 {
-	int fd = (int)(intptr_t)arg;
+	intptr_t v = (intptr_t)arg;
 	siginfo_t si;
 
-	while (waitid(P_PIDFD, (id_t)fd, &si, WEXITED) < 0 && errno == EINTR)
+	if (v < 0) {
+		while (waitid(P_PID, (id_t)-v, &si, WEXITED) < 0 &&
+		       errno == EINTR)
+			;
+		return NULL;
+	}
+	while (waitid(P_PIDFD, (id_t)v, &si, WEXITED) < 0 && errno == EINTR)
 		;
-	close(fd);
+	close((int)v);
 	return NULL;
 }
 
-/* Reap a detached child in the background; false if no thread could run. */
+/*
+ * Reap a detached child in the background (fd: as reaper_main's arg);
+ * false if no thread could run.
+ */
 static bool
-detach(int fd)
+detach(intptr_t fd)
 {
 	pthread_attr_t attr;
 	pthread_t t;
@@ -467,11 +547,11 @@ mp_process_free(mp_process *p)
 		pthread_mutex_lock(&self.lock);
 		list_remove_locked(p);
 		pthread_mutex_unlock(&self.lock);
-		if (detach(p->pidfd))
+		if (detach(p->nopidfd ? -(intptr_t)p->pid : p->pidfd))
 			p->pidfd = -1;
 		else
 			/* No thread: wait here rather than leave a zombie. */
-			waitid(P_PIDFD, (id_t)p->pidfd, &(siginfo_t){0}, WEXITED);
+			proc_waitid(p, &(siginfo_t){0}, WEXITED);
 	} else if (p->state == P_RUNNING) {
 		/* Not ours (a copy inherited by fork): just forget it. */
 		pthread_mutex_lock(&self.lock);
@@ -515,13 +595,13 @@ run_exit_cleanup(void)
 		return;
 	for (struct mp_process *q = p; q; q = q->next) {
 		if (q->daemon)
-			sys_pidfd_send_signal(q->pidfd, SIGTERM);
+			proc_signal(q, SIGTERM);
 	}
 	mp__deadline(DAEMON_GRACE, &deadline);
 	for (; p; p = next) {
 		next = p->next;
-		if (p->daemon && wait_readable(p->pidfd, deadline) < 0)
-			sys_pidfd_send_signal(p->pidfd, SIGKILL);
+		if (p->daemon && proc_wait_end(p, deadline) < 0)
+			proc_signal(p, SIGKILL);
 		reap(p, 0);
 	}
 }

@@ -173,6 +173,7 @@
 #include "lib/import.h"
 #include "lib/region.h"
 #include "lib/task.h"
+#include "lib/testing.h"
 
 #define QUEUE_MAGIC 0x6d707175u		/* "mpqu": the heap handle */
 #define QUEUE_SHM_MAGIC 0x6d705153u	/* "mpQS": the shared header */
@@ -473,21 +474,35 @@ retire_claim(struct mp_queue *q, struct slot *sl, uint64_t t)
 }
 
 /*
+ * How many positions one claim may look at.  Each step past a position
+ * means another process took it (or the position hint jumped forward to
+ * where they are), so a healthy ring needs about its length plus what
+ * others claim meanwhile; only words a peer wrote over (seqs far ahead,
+ * a garbage tail or head hint) send a claim along 2^40 positions.  The
+ * bound turns that endless loop into MP_ECORRUPT.
+ */
+#define SCAN_MAX(q) (4 * (q)->cap + 65536)
+
+/*
  * Producer claim.  *cursor is the position to try first; on success it
  * is the claimed position, and *saw is or-ed with the consumers' sleep
  * flag as read after the claim.  Returns 1 (claimed), 0 (full: *b says on
- * what), -EPIPE (closed; a slot claimed after the close is retired).
+ * what), -EPIPE (closed; a slot claimed after the close is retired),
+ * MP_ECORRUPT (SCAN_MAX).
  */
 static int
 claim_put(struct mp_queue *q, uint64_t *cursor, struct slot **out,
 	  struct block *b, uint32_t *saw)
 {
 	struct qshm *s = q->s;
-	uint64_t t = *cursor, w;
+	uint64_t t = *cursor, w, looked = 0;
 	struct slot *sl;
 	int64_t d;
 
 	for (;;) {
+		/* See SCAN_MAX: only a ring written over gets this far. */
+		if (MP__UNLIKELY(++looked > SCAN_MAX(q)))
+			return MP_ECORRUPT;
 		sl = slot_at(q, t);
 		w = ck_pr_load_64(&sl->word);
 		d = seqdiff(w, t);
@@ -529,18 +544,22 @@ claim_put(struct mp_queue *q, uint64_t *cursor, struct slot **out,
 /*
  * Consumer claim.  Returns 1 (claimed; *cursor, *out, *lenp set, *saw
  * or-ed with the producers' sleep flag), 0 (empty: *b says on what),
- * -EMSGSIZE (the next message exceeds cap; it is left as it is).
+ * -EMSGSIZE (the next message exceeds cap; it is left as it is),
+ * MP_ECORRUPT (its length exceeds msg_max: a peer wrote over the ring;
+ * nothing is copied and the slot is left as it is; or SCAN_MAX).
  */
 static int
 claim_get(struct mp_queue *q, uint64_t *cursor, size_t cap,
 	  struct slot **out, size_t *lenp, struct block *b, uint32_t *saw)
 {
 	struct qshm *s = q->s;
-	uint64_t h = *cursor, w;
+	uint64_t h = *cursor, w, looked = 0;
 	struct slot *sl;
 	int64_t d;
 
 	for (;;) {
+		if (MP__UNLIKELY(++looked > SCAN_MAX(q)))
+			return MP_ECORRUPT;
 		sl = slot_at(q, h);
 		w = ck_pr_load_64(&sl->word);
 		d = seqdiff(w, h);
@@ -551,6 +570,9 @@ claim_get(struct mp_queue *q, uint64_t *cursor, size_t cap,
 				/* Orders the len load after READY's load. */
 				ck_pr_fence_load();
 				size_t len = ck_pr_load_32(&sl->len);
+				/* Only a peer that wrote over the ring. */
+				if (MP__UNLIKELY(len > q->msg_max))
+					return MP_ECORRUPT;
 				if (len > cap) {
 					b->sl = sl;
 					b->w = w;
@@ -647,6 +669,15 @@ claim_get_fast(struct mp_queue *q, uint64_t *cursor, size_t cap,
 		*saw |= ck_pr_load_32(&s->put.flag);
 		*out = sl;
 		*lenp = ck_pr_load_32(&sl->len);
+		if (MP__UNLIKELY(*lenp > q->msg_max)) {
+			/*
+			 * A length no put wrote: the ring was written over.
+			 * Hand the slot back as it was; the caller gets the
+			 * error rather than a copy past its buffer.
+			 */
+			ck_pr_store_64(&sl->word, mkw(h, ST_READY, 0));
+			return MP_ECORRUPT;
+		}
 		return 1;
 	}
 	return claim_get(q, cursor, cap, out, lenp, b, saw);
@@ -872,7 +903,11 @@ fail_unmap:
 void
 mp_queue_free(mp_queue *q)
 {
-	if (!valid(q))
+	/*
+	 * The local magic only: a queue whose shared header was written
+	 * over is still ours to unmap (else each one would leak a mapping).
+	 */
+	if (q == NULL || q->magic != QUEUE_MAGIC)
 		return;
 	q->magic = 0;
 	mp__region_unmap(q->s, q->maplen);
@@ -1373,4 +1408,16 @@ mp_queue_join(mp_queue *q, int64_t timeout_ns)
 		if (rc == -ETIMEDOUT && mp__now() >= deadline)
 			return -ETIMEDOUT;
 	}
+}
+
+int
+mp__queue_region(const mp_queue *q, void **base, size_t *len)
+{
+	/* The local magic only: the shared one may be what is tested. */
+	if (q == NULL || q->magic != QUEUE_MAGIC || base == NULL ||
+	    len == NULL)
+		return -EINVAL;
+	*base = q->s;
+	*len = q->maplen;
+	return 0;
 }

@@ -68,6 +68,16 @@ int t_shm_count(void);
 void t_leak_setup(void);
 void t_leak_check(void);
 
+/*
+ * The factor (>= 1) by which timing bounds stretch: the environment's
+ * T_TIME_SLACK (e.g. 20 under valgrind), 1 when unset or invalid.  The
+ * waits of these helpers apply it themselves.
+ */
+double t_slack(void);
+
+/* ms stretched by t_slack(), for the timing bounds of tests. */
+#define T_MS(ms) ((int)((ms) * t_slack()))
+
 /* Elapsed CLOCK_MONOTONIC time in ns. */
 int64_t t_now(void);
 

@@ -152,7 +152,7 @@ wait_started(int n)
 	int64_t t0 = t_now();
 
 	while (atomic_load(&sh->started) < n) {
-		cr_assert_lt(t_now() - t0, MP_SEC(20), "tasks never started");
+		cr_assert_lt(t_now() - t0, MP_MSEC(T_MS(20000)), "tasks never started");
 		usleep(1000);
 	}
 }

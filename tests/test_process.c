@@ -48,10 +48,33 @@ gone_within(pid_t pid, int ms)
 {
 	int fd = pidfd_of(pid);
 
+	if (fd < 0 && errno == ENOSYS) {
+		/* No pidfds (valgrind): look until it is gone or a zombie. */
+		int64_t end = t_now() + (int64_t)T_MS(ms) * 1000000;
+
+		do {
+			char path[64], st[256];
+			FILE *f;
+
+			snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+			if ((f = fopen(path, "r")) == NULL)
+				return true;
+			st[0] = 0;
+			if (fgets(st, sizeof(st), f) == NULL)
+				st[0] = 0;
+			fclose(f);
+			char *rp = strrchr(st, ')');
+			if (rp == NULL || rp[1] == 0 || rp[2] == 'Z' ||
+			    rp[2] == 'X')
+				return true;
+			usleep(1000);
+		} while (t_now() < end);
+		return false;
+	}
 	if (fd < 0)
 		return errno == ESRCH;
 	struct pollfd p = { .fd = fd, .events = POLLIN };
-	int r = poll(&p, 1, ms);
+	int r = poll(&p, 1, T_MS(ms));
 	close(fd);
 	return r == 1;
 }
@@ -149,7 +172,7 @@ T_TEST(process, join_timeout_is_honoured)
 		cr_assert_eq(mp_process_join(p, MP_MSEC(40)), -ETIMEDOUT);
 		int64_t took = t_now() - t0;
 		cr_assert_geq(took, MP_MSEC(40));
-		cr_assert_lt(took, MP_MSEC(40) + MP_MSEC(15), "took %lld us",
+		cr_assert_lt(took, MP_MSEC(40) + MP_MSEC(T_MS(15)), "took %lld us",
 			     (long long)took / 1000);
 	}
 	t_sync_signal(&s);
@@ -196,6 +219,14 @@ T_TEST(process, sentinel_becomes_readable_at_exit)
 	cr_assert_eq(mp_process_new(&p, wait_pipe, &s, NULL), 0);
 	cr_assert_eq(mp_process_start(p), 0);
 	int fd = mp_process_sentinel(p);
+	if (fd == -ENOSYS) {
+		/* No pidfd_open here (valgrind): the documented answer. */
+		t_sync_signal(&s);
+		cr_assert_eq(mp_process_join(p, MP_SEC(T_MS(10))), 0);
+		mp_process_free(p);
+		t_sync_fini(&s);
+		cr_skip_test("pidfd_open is ENOSYS: no sentinel");
+	}
 	cr_assert_geq(fd, 0);
 	struct pollfd pfd = { .fd = fd, .events = POLLIN };
 	cr_assert_eq(poll(&pfd, 1, 20), 0);
@@ -331,7 +362,7 @@ T_TEST(process, free_of_a_running_process_detaches_and_reaps)
 	mp_process_free(p);
 	/* It runs on after the free... */
 	t_sync_signal(&d->go);
-	int64_t end = t_now() + MP_SEC(10);
+	int64_t end = t_now() + MP_MSEC(T_MS(10000));
 	while (!__atomic_load_n(&d->done, __ATOMIC_ACQUIRE))
 		cr_assert_lt(t_now(), end, "the detached child did not run on");
 	/*

@@ -219,14 +219,14 @@ T_TEST(queue, timeouts_are_honoured)
 	cr_assert_eq(mp_queue_get(q, buf, 4, MP_MSEC(30)), -ETIMEDOUT);
 	dt = t_now() - t0;
 	cr_assert_geq(dt, MP_MSEC(30));
-	cr_assert_lt(dt, MP_SEC(5));
+	cr_assert_lt(dt, MP_MSEC(T_MS(5000)));
 	cr_assert_eq(mp_queue_put(q, "a", 1, MP_NOWAIT), 0);
 	t0 = t_now();
 	cr_assert_eq(mp_queue_put(q, "b", 1, MP_MSEC(30)), -ETIMEDOUT);
 	cr_assert_eq(mp_queue_reserve(q, &m, MP_MSEC(30)), -ETIMEDOUT);
 	dt = t_now() - t0;
 	cr_assert_geq(dt, MP_MSEC(60));
-	cr_assert_lt(dt, MP_SEC(5));
+	cr_assert_lt(dt, MP_MSEC(T_MS(5000)));
 	cr_assert_eq(mp_queue_get(q, buf, 4, MP_MSEC(30)), 1);
 	t0 = t_now();
 	cr_assert_eq(mp_queue_join(q, MP_MSEC(30)), -ETIMEDOUT);
@@ -382,7 +382,7 @@ pause_ms(int ms)
  * probability 0.3^5.
  */
 #define WAKE_ROUNDS 5
-#define WAKE_LIMIT MP_MSEC(30)
+#define WAKE_LIMIT MP_MSEC(T_MS(30))
 
 T_TEST(queue, a_sleeping_consumer_is_woken_by_a_put)
 {
@@ -917,4 +917,136 @@ T_TEST(queue, no_fd_or_mapping_leak_over_ten_thousand_cycles)
 	}
 	cr_assert_eq(t_fd_count(), fds);
 	cr_assert_eq(proc_lines("/proc/self/maps"), maps);
+}
+
+/*
+ * The slot of the only message queued (whose data starts with marker):
+ * found by its bytes in the memfd mappings of this process.
+ */
+static unsigned char *
+find_slot_data(const unsigned char *marker, size_t n, unsigned char **map)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	unsigned char *hit = NULL;
+
+	cr_assert_not_null(f);
+	while (hit == NULL && fgets(line, sizeof(line), f) != NULL) {
+		unsigned long lo, hi;
+
+		if (strstr(line, "memfd:") == NULL ||
+		    sscanf(line, "%lx-%lx", &lo, &hi) != 2)
+			continue;
+		hit = memmem((void *)lo, hi - lo, marker, n);
+		if (map != NULL)
+			*map = (unsigned char *)lo;
+	}
+	fclose(f);
+	return hit;
+}
+
+/* Fuzzing found it: a length a peer wrote was copied past buf. */
+T_TEST(queue, garbage_length_is_ecorrupt_not_an_overflow)
+{
+	static const unsigned char marker[16] = "\x93queue-marker\x17\x42";
+	unsigned char buf[64 + 16], *data;
+	const void *p;
+	size_t lens[2];
+	mp_queue *q;
+
+	cr_assert_eq(mp_queue_new(&q, 4, 64), 0);
+	cr_assert_eq(mp_queue_put(q, marker, sizeof(marker), MP_NOWAIT), 0);
+	data = find_slot_data(marker, sizeof(marker), NULL);
+	cr_assert_not_null(data);
+	/* The slot header's length field sits 8 bytes before the data. */
+	cr_assert_eq(*(uint32_t *)(data - 8), sizeof(marker));
+	*(uint32_t *)(data - 8) = 1u << 20;
+
+	memset(buf, 0xee, sizeof(buf));
+	/* cap >= msg_max takes the fast path, cap < msg_max the slow one. */
+	cr_assert_eq(mp_queue_get(q, buf, 64, MP_NOWAIT), MP_ECORRUPT);
+	cr_assert_eq(mp_queue_get(q, buf, 32, MP_NOWAIT), MP_ECORRUPT);
+	cr_assert_eq(mp_queue_get_many(q, buf, 64, lens, 2, MP_NOWAIT),
+		     MP_ECORRUPT);
+	cr_assert_eq(mp_queue_peek(q, &p, MP_NOWAIT), MP_ECORRUPT);
+	for (size_t i = 0; i < sizeof(buf); i++)
+		cr_assert_eq(buf[i], 0xee, "byte %zu written", i);
+
+	/* Put right, the message is whole again. */
+	*(uint32_t *)(data - 8) = sizeof(marker);
+	cr_assert_eq(mp_queue_get(q, buf, 64, MP_NOWAIT),
+		     (ssize_t)sizeof(marker));
+	cr_assert_eq(memcmp(buf, marker, sizeof(marker)), 0);
+	mp_queue_free(q);
+}
+
+/* Fuzzing found it: a queue whose shared header was trashed leaked. */
+T_TEST(queue, free_unmaps_a_queue_with_a_trashed_header)
+{
+	static const unsigned char marker[16] = "\x94queue-header\x18\x43";
+	unsigned char *data, *map = NULL;
+	int before, after;
+	mp_queue *q;
+
+	cr_assert_eq(mp_queue_new(&q, 4, 64), 0);
+	cr_assert_eq(mp_queue_put(q, marker, sizeof(marker), MP_NOWAIT), 0);
+	data = find_slot_data(marker, sizeof(marker), &map);
+	cr_assert_not_null(data);
+	before = proc_lines("/proc/self/maps");
+	memset(map, 0x5a, 16);		/* the header: magic and version */
+	cr_assert_eq(mp_queue_put(q, "x", 1, MP_NOWAIT), -EINVAL);
+	mp_queue_free(q);
+	after = proc_lines("/proc/self/maps");
+	cr_assert_eq(after, before - 1, "maps: %d before, %d after", before,
+		     after);
+}
+
+static mp_queue *trashed_q;
+
+static int
+calls_on_trashed_hints(void *arg)
+{
+	unsigned char buf[64];
+	ssize_t r;
+
+	(void)arg;
+	for (int i = 0; i < 4; i++) {
+		int64_t t = i < 2 ? MP_NOWAIT : MP_MSEC(10);
+
+		r = mp_queue_put(trashed_q, "abc", 3, t);
+		T_CHECK(r == 0 || r == -EAGAIN || r == -ETIMEDOUT ||
+			r == MP_ECORRUPT);
+		r = mp_queue_get(trashed_q, buf, sizeof(buf), t);
+		T_CHECK(r >= 0 || r == -EAGAIN || r == -ETIMEDOUT ||
+			r == MP_ECORRUPT);
+	}
+	return T_PASS;
+}
+
+/*
+ * Fuzzing found it: slot words a peer wrote over sent a claim along 2^40
+ * positions (a hang).  Every call returns, at worst with MP_ECORRUPT.
+ */
+T_TEST(queue, trashed_slot_words_do_not_hang)
+{
+	static const unsigned char marker[16] = "\x95queue-hints\x19\x44\x45";
+	unsigned char *data, *map = NULL;
+	mp_queue *q;
+	pid_t pid;
+
+	cr_assert_eq(mp_queue_new(&q, 3, 64), 0);
+	cr_assert_eq(mp_queue_put(q, marker, sizeof(marker), MP_NOWAIT), 0);
+	data = find_slot_data(marker, sizeof(marker), &map);
+	cr_assert_not_null(data);
+	/*
+	 * Every slot word (16-byte headers, 128-byte slots for msg_max 64)
+	 * now holds a free slot of a seq far ahead of every position, as
+	 * no put wrote: each position looks taken by someone else.
+	 */
+	for (int i = 0; i < 3; i++)
+		*(uint64_t *)(data - 16 + i * 128) = (uint64_t)1 << 62;
+	trashed_q = q;
+	pid = t_spawn(calls_on_trashed_hints, NULL);
+	cr_assert_eq(t_wait_status(pid, 20000), T_PASS);
+	mp_queue_free(q);
 }

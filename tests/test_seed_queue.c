@@ -82,7 +82,7 @@ T_TEST(seed_queue, put_with_timeout_reports_full_after_the_timeout)
 	cr_assert_eq(mp_queue_put(q, "c", 1, MP_MSEC(50)), -ETIMEDOUT);
 	dt = t_now() - t0;
 	cr_assert_geq(dt, MP_MSEC(50));
-	cr_assert_lt(dt, MP_SEC(5));
+	cr_assert_lt(dt, MP_MSEC(T_MS(5000)));
 	cr_assert_eq(mp_queue_qsize(q), 2);
 	mp_queue_free(q);
 }
@@ -132,7 +132,7 @@ T_TEST(seed_queue, get_with_timeout_reports_empty_after_the_timeout)
 		     -ETIMEDOUT);
 	dt = t_now() - t0;
 	cr_assert_geq(dt, MP_MSEC(50));
-	cr_assert_lt(dt, MP_SEC(5));
+	cr_assert_lt(dt, MP_MSEC(T_MS(5000)));
 	cr_assert_eq(mp_queue_get(q, buf, sizeof(buf), MP_NOWAIT), -EAGAIN);
 	mp_queue_free(q);
 }

@@ -204,7 +204,7 @@ T_TEST(sync, lock_owner_killed_next_acquirer_gets_eownerdead)
 	cr_assert_eq(mp_lock_acquire(s->lock, MP_NOWAIT), -EAGAIN);
 	kill(owner, SIGKILL);
 	int rc;
-	int64_t end = t_now() + MP_SEC(10);
+	int64_t end = t_now() + MP_MSEC(T_MS(10000));
 	do {	/* until the kernel has made it a zombie */
 		rc = mp_lock_acquire(s->lock, MP_NOWAIT);
 	} while (rc == -EAGAIN && t_now() < end);
@@ -286,7 +286,7 @@ T_TEST(sync, lock_survives_holders_killed_at_random_points)
 	for (int k = 0; k < KILLS; k++) {
 		/* Let the workers make progress, then kill one of them. */
 		uint64_t seen = __atomic_load_n(&s->counter, __ATOMIC_RELAXED);
-		int64_t end = t_now() + MP_SEC(20);
+		int64_t end = t_now() + MP_MSEC(T_MS(20000));
 		while (__atomic_load_n(&s->counter, __ATOMIC_RELAXED) <
 		       seen + 2000) {
 			cr_assert_lt(t_now(), end, "no progress after kill %d",
@@ -770,7 +770,7 @@ barrier_one_round(void *arg)
 static void
 await_waiting(mp_barrier *b, int n)
 {
-	int64_t end = t_now() + MP_SEC(10);
+	int64_t end = t_now() + MP_MSEC(T_MS(10000));
 
 	while (mp_barrier_n_waiting(b) != n) {
 		cr_assert_lt(t_now(), end, "%d waiting, want %d",

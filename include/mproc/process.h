@@ -72,7 +72,10 @@ MP_API const char *mp_process_name(const mp_process *p);
 /*
  * A pidfd that becomes readable (POLLIN, for poll/epoll) when the process
  * ends.  Owned by p and closed by mp_process_free; do not close it.
- * Returns the fd, or -EINVAL (NULL, not started).
+ * Returns the fd, -EINVAL (NULL, not started), or -ENOSYS where the kernel
+ * (or valgrind) has no pidfd_open: processes then work on their pid (the
+ * starter owns the unreaped child, so that is race-free), timed joins
+ * poll, and only the starter may terminate or kill (-ECHILD elsewhere).
  */
 MP_API int mp_process_sentinel(const mp_process *p);
 

@@ -32,7 +32,8 @@ MP_API int mp_queue_new(mp_queue **q, size_t maxsize, size_t msg_max);
  * timeout_ns (MP_FOREVER, MP_NOWAIT or > 0).  A put that returned 0 is
  * never lost to the caller's later death.
  * Returns 0, -EAGAIN (full, MP_NOWAIT), -ETIMEDOUT, -EPIPE (closed),
- * -EMSGSIZE (len > msg_max), -EINVAL.
+ * -EMSGSIZE (len > msg_max), -EINVAL, MP_ECORRUPT (the ring's shared
+ * memory was written over).
  */
 MP_API int mp_queue_put(mp_queue *q, const void *msg, size_t len,
 			int64_t timeout_ns);
@@ -41,7 +42,9 @@ MP_API int mp_queue_put(mp_queue *q, const void *msg, size_t len,
  * Take the oldest message into buf (cap bytes).  Waits while the queue
  * is empty, up to timeout_ns.  Returns the message's length, -EAGAIN
  * (empty, MP_NOWAIT), -ETIMEDOUT, -EPIPE (closed and drained), -EMSGSIZE
- * (the next message is longer than cap: it stays queued), -EINVAL.
+ * (the next message is longer than cap: it stays queued), -EINVAL,
+ * MP_ECORRUPT (the next slot holds a length no put wrote: something wrote
+ * over the shared memory; nothing is copied).
  */
 MP_API ssize_t mp_queue_get(mp_queue *q, void *buf, size_t cap,
 			    int64_t timeout_ns);
