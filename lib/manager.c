@@ -75,6 +75,7 @@
 #include <ck_pr.h>
 #include <sodium.h>
 
+#include "lib/fdpass.h"
 #include "lib/handle.h"
 #include "lib/import.h"
 #include "lib/manager.h"
@@ -181,40 +182,15 @@ lock_handle(mp_manager *m)
 static int
 recv_pipe(mp_manager *m, int sock)
 {
-	union {
-		struct cmsghdr h;
-		char b[CMSG_SPACE(2 * sizeof(int))];
-	} cm;
-	char byte;
-	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
-			     .msg_control = cm.b,
-			     .msg_controllen = sizeof(cm.b) };
 	struct pollfd pfd = { .fd = sock, .events = POLLIN };
-	struct cmsghdr *h;
 	int fds[2] = { -1, -1 }, rc;
-	ssize_t n;
 
 	do {
 		rc = poll(&pfd, 1, CONNECT_TIMEOUT_MS);
 	} while (rc < 0 && errno == EINTR);
-	if (rc <= 0) {
+	if (rc <= 0 || mp__fd_recv(sock, fds, 2) != 1) {
 		rc = -EPIPE;
 		goto out;
-	}
-	memset(&cm, 0, sizeof(cm));
-	do {
-		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-	} while (n < 0 && errno == EINTR);
-	for (h = CMSG_FIRSTHDR(&mh); n > 0 && h != NULL;
-	     h = CMSG_NXTHDR(&mh, h)) {
-		if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS &&
-		    h->cmsg_len == CMSG_LEN(sizeof(fds)))
-			memcpy(fds, CMSG_DATA(h), sizeof(fds));
-	}
-	if (fds[0] < 0 || fds[1] < 0) {
-		rc = -EPIPE;
-		goto out_fds;
 	}
 	if ((rc = mp__pipe_import(fds[0], fds[1], &m->conn)) == 0) {
 		fds[1] = -1;	/* the connection owns it now */
@@ -223,7 +199,6 @@ recv_pipe(mp_manager *m, int sock)
 		/* Kept: server-owned objects' fds come here. */
 		sock = -1;
 	}
-out_fds:
 	if (fds[0] >= 0)
 		close(fds[0]);
 	if (fds[1] >= 0)
@@ -238,35 +213,16 @@ out:
 static int
 connect_channel(mp_manager *m)
 {
-	union {
-		struct cmsghdr h;
-		char b[CMSG_SPACE(sizeof(int))];
-	} cm;
-	char byte = 'C';
-	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
-			     .msg_control = cm.b,
-			     .msg_controllen = sizeof(cm.b) };
-	struct cmsghdr *h;
-	int sv[2];
-	ssize_t n;
+	int sv[2], rc;
 
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return errno == ENOBUFS ? -ENOMEM : -errno;
-	memset(&cm, 0, sizeof(cm));
-	h = CMSG_FIRSTHDR(&mh);
-	h->cmsg_level = SOL_SOCKET;
-	h->cmsg_type = SCM_RIGHTS;
-	h->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(h), &sv[1], sizeof(int));
-	do {
-		n = sendmsg(m->ctl, &mh, MSG_NOSIGNAL);
-	} while (n < 0 && errno == EINTR);
+	rc = mp__fd_send(m->ctl, 'C', &sv[1], 1);
 	close(sv[1]);
-	if (n < 0) {
+	if (rc < 0) {
 		close(sv[0]);
 		/* EPIPE, ECONNREFUSED: the server's end is closed. */
-		return errno == ENOBUFS || errno == ENOMEM ? -ENOMEM : -EPIPE;
+		return rc == -ENOMEM ? -ENOMEM : -EPIPE;
 	}
 	return recv_pipe(m, sv[0]);
 }
@@ -348,31 +304,8 @@ ensure_conn(mp_manager *m)
 static int
 recv_fd(mp_manager *m, int *fd)
 {
-	union {
-		struct cmsghdr h;
-		char b[CMSG_SPACE(sizeof(int))];
-	} cm;
-	char byte;
-	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
-			     .msg_control = cm.b,
-			     .msg_controllen = sizeof(cm.b) };
-	struct cmsghdr *h;
-	ssize_t n;
-
-	*fd = -1;
-	memset(&cm, 0, sizeof(cm));
-	do {
-		/* Sent before the reply we already have: never waits. */
-		n = recvmsg(m->side, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-	} while (n < 0 && errno == EINTR);
-	for (h = CMSG_FIRSTHDR(&mh); n > 0 && h != NULL;
-	     h = CMSG_NXTHDR(&mh, h)) {
-		if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS &&
-		    h->cmsg_len == CMSG_LEN(sizeof(int)))
-			memcpy(fd, CMSG_DATA(h), sizeof(int));
-	}
-	return *fd >= 0 ? 0 : MP_ESERVER;
+	/* Sent before the reply we already have: never waits. */
+	return mp__fd_recv(m->side, fd, 1) == 1 ? 0 : MP_ESERVER;
 }
 
 static int

@@ -104,6 +104,7 @@
 #include <urcu.h>
 #include <urcu/rculfhash.h>
 
+#include "lib/fdpass.h"
 #include "lib/import.h"
 #include "lib/manager.h"
 #include "lib/pipe.h"
@@ -494,27 +495,7 @@ params_match(const struct obj *o, const struct mgr_params *p)
 static int
 send_fd(int side, int fd)
 {
-	union {
-		struct cmsghdr h;
-		char b[CMSG_SPACE(sizeof(int))];
-	} cm;
-	struct iovec iov = { .iov_base = "F", .iov_len = 1 };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
-			     .msg_control = cm.b,
-			     .msg_controllen = sizeof(cm.b) };
-	struct cmsghdr *h;
-	ssize_t n;
-
-	memset(&cm, 0, sizeof(cm));
-	h = CMSG_FIRSTHDR(&mh);
-	h->cmsg_level = SOL_SOCKET;
-	h->cmsg_type = SCM_RIGHTS;
-	h->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(h), &fd, sizeof(int));
-	do {
-		n = sendmsg(side, &mh, MSG_NOSIGNAL);
-	} while (n < 0 && errno == EINTR);
-	return n == 1 ? 0 : -EPIPE;
+	return mp__fd_send(side, 'F', &fd, 1) == 0 ? 0 : -EPIPE;
 }
 
 static int64_t
@@ -1110,35 +1091,15 @@ conn_main(void *arg)
 static int
 send_pipe(struct conn *cn)
 {
-	union {
-		struct cmsghdr h;
-		char b[CMSG_SPACE(2 * sizeof(int))];
-	} cm;
-	struct msghdr mh = { 0 };
-	struct iovec iov = { .iov_base = "K", .iov_len = 1 };
-	struct cmsghdr *h;
 	int fds[2], rc;
-	ssize_t n;
 
 	if ((rc = mp__pipe_export(RING_SIZE, &cn->c, &fds[0], &fds[1])) < 0)
 		return rc;
-	memset(&cm, 0, sizeof(cm));
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = cm.b;
-	mh.msg_controllen = sizeof(cm.b);
-	h = CMSG_FIRSTHDR(&mh);
-	h->cmsg_level = SOL_SOCKET;
-	h->cmsg_type = SCM_RIGHTS;
-	h->cmsg_len = CMSG_LEN(sizeof(fds));
-	memcpy(CMSG_DATA(h), fds, sizeof(fds));
-	do {
-		n = sendmsg(cn->side, &mh, MSG_NOSIGNAL);
-	} while (n < 0 && errno == EINTR);
+	rc = mp__fd_send(cn->side, 'K', fds, 2);
 	/* Sent or not, the client's copies are the only ones that count. */
 	close(fds[0]);
 	close(fds[1]);
-	if (n != 1) {
+	if (rc < 0) {
 		mp_conn_close(cn->c);
 		return -EPIPE;
 	}
@@ -1210,32 +1171,14 @@ close_others(int a, int b)
 static int
 channel_request(int ctl)
 {
-	union {
-		struct cmsghdr h;
-		char b[CMSG_SPACE(sizeof(int))];
-	} cm;
-	char byte;
-	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
-			     .msg_control = cm.b,
-			     .msg_controllen = sizeof(cm.b) };
-	struct cmsghdr *h;
-	ssize_t n;
-	int fd = -1;
+	int fd, rc = mp__fd_recv(ctl, &fd, 1);
 
-	n = recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-	if (n < 0)
-		return errno == EINTR || errno == EAGAIN ? 0 : -1;
-	if (n == 0)
-		return -1;	/* no client process is left */
-	for (h = CMSG_FIRSTHDR(&mh); h != NULL; h = CMSG_NXTHDR(&mh, h)) {
-		if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS &&
-		    h->cmsg_len == CMSG_LEN(sizeof(int)))
-			memcpy(&fd, CMSG_DATA(h), sizeof(int));
-	}
-	if (fd >= 0)
+	if (rc == 1)
 		accept_one(fd, false);
-	return 0;
+	if (rc == 0)
+		return -1;	/* no client process is left */
+	/* Nothing there, or a message without its socket: ignored. */
+	return rc == 1 || rc == -EAGAIN || rc == -EBADMSG ? 0 : -1;
 }
 
 int
