@@ -642,6 +642,7 @@ dict_op(struct obj *o, const struct mgr_req *rq, const unsigned char *k,
 	const unsigned char *v, struct out *ot)
 {
 	struct cds_lfht_iter it;
+	struct cds_lfht_node *hn;
 	struct entry *e;
 	int64_t rc = 0, cnt = 0;
 
@@ -660,7 +661,12 @@ dict_op(struct obj *o, const struct mgr_req *rq, const unsigned char *k,
 		break;
 	case MGR_D_KEYS:
 	case MGR_D_ITEMS:
-		cds_lfht_for_each_entry(o->ht, &it, e, node) {
+		/*
+		 * cds_lfht_for_each_entry computes container_of(NULL) at the
+		 * end, undefined behaviour that UBSan stops on: walk nodes.
+		 */
+		cds_lfht_for_each(o->ht, &it, hn) {
+			e = caa_container_of(hn, struct entry, node);
 			if (out_rec(ot, e->data, e->klen, e->data + e->klen,
 				    rq->op == MGR_D_ITEMS ? e->vlen : 0) < 0) {
 				cnt = -ENOMEM;
@@ -728,8 +734,9 @@ dict_op(struct obj *o, const struct mgr_req *rq, const unsigned char *k,
 			break;
 		}
 		case MGR_D_CLEAR:
-			cds_lfht_for_each_entry(o->ht, &it, e, node)
-				dict_del_locked(o, e);
+			cds_lfht_for_each(o->ht, &it, hn)
+				dict_del_locked(o, caa_container_of(hn,
+						struct entry, node));
 			break;
 		default:
 			rc = -EINVAL;
