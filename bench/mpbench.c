@@ -148,6 +148,56 @@ mpb_pin(int nth, cpu_set_t *old)
 	return false;
 }
 
+/* Where bench/python/script is: beside the binary, or under top_srcdir. */
+static int
+python_script(const char *script, char *path, size_t size)
+{
+	static const char *const rel[] = { "python", "../python" };
+	const char *top = getenv("top_srcdir");
+	char dir[2048];
+	ssize_t len = readlink("/proc/self/exe", dir, sizeof(dir) - 1);
+	char *slash;
+
+	if (len > 0) {
+		dir[len] = '\0';
+		/* bench/mpbench, or libtool's bench/.libs/mpbench. */
+		if ((slash = strrchr(dir, '/')) != NULL)
+			*slash = '\0';
+		for (int i = 0; slash != NULL && i < 2; i++) {
+			snprintf(path, size, "%s/%s/%s", dir, rel[i], script);
+			if (access(path, R_OK) == 0)
+				return 0;
+		}
+	}
+	if (top == NULL)
+		return -1;
+	snprintf(path, size, "%s/bench/python/%s", top, script);
+	return access(path, R_OK) == 0 ? 0 : -1;
+}
+
+int
+mpb_python(const struct mpb_opts *o, const char *script, const char *args,
+	   struct mpb_pyrow *out, int cap)
+{
+	char path[4096], cmd[4096 + 256], line[256];
+	int n = 0;
+	FILE *f;
+
+	if (o->quick || system("command -v python3 >/dev/null 2>&1") != 0 ||
+	    python_script(script, path, sizeof(path)) < 0)
+		return 0;
+	snprintf(cmd, sizeof(cmd), "python3 '%s' %s", path, args);
+	if ((f = popen(cmd, "r")) == NULL)
+		return 0;
+	while (n < cap && fgets(line, sizeof(line), f) != NULL) {
+		if (sscanf(line, "%31s %lf %lf", out[n].name, &out[n].ops,
+			   &out[n].ns) == 3)
+			n++;
+	}
+	pclose(f);
+	return n;
+}
+
 int64_t
 mpb_now(void)
 {

@@ -75,6 +75,21 @@ void mpb_register(struct mpb_suite *s);
  */
 bool mpb_pin(int nth, cpu_set_t *old);
 
+/* One result of a bench/python script: "NAME OPS NS" on a line. */
+struct mpb_pyrow {
+	char name[32];
+	double ops, ns;
+};
+
+/*
+ * Run bench/python/SCRIPT ARGS with python3, found beside the mpbench
+ * binary (or its libtool .libs) or under $top_srcdir, and read up to cap
+ * rows.  Skipped (0 rows) with --quick or without python3.  Its figures
+ * come from the same run as the suite's other rows.
+ */
+int mpb_python(const struct mpb_opts *o, const char *script,
+	       const char *args, struct mpb_pyrow *out, int cap);
+
 /* CLOCK_MONOTONIC in ns. */
 int64_t mpb_now(void);
 

@@ -113,54 +113,15 @@ two_clients(struct shared *sh, double *ops)
 	return rc;
 }
 
-struct pyrow {
-	char name[32];
-	double ops, ns;
-};
-
-/* Run the Python script; returns the rows read (0 without python3). */
+/* Python's Manager().dict(), same run; 0 rows without python3. */
 static int
-run_python(const struct mpb_opts *o, struct pyrow *rows, int cap)
+run_python(const struct mpb_opts *o, struct mpb_pyrow *rows, int cap)
 {
-	char path[PATH_MAX], cmd[PATH_MAX + 64], line[256];
-	int n = 0;
-	ssize_t len;
-	char *slash;
+	char args[64];
 
-	if (o->quick || system("command -v python3 >/dev/null 2>&1") != 0)
-		return 0;
-	len = readlink("/proc/self/exe", path, sizeof(path) - 40);
-	if (len <= 0)
-		return 0;
-	path[len] = '\0';
-	if ((slash = strrchr(path, '/')) == NULL)
-		return 0;
-	/* bench/mpbench, or libtool's bench/.libs/mpbench. */
-	strcpy(slash, "/python/manager_bench.py");
-	if (access(path, R_OK) != 0)
-		strcpy(slash, "/../python/manager_bench.py");
-	if (access(path, R_OK) != 0) {
-		const char *top = getenv("top_srcdir");
-		if (top == NULL)
-			return 0;
-		snprintf(path, sizeof(path), "%s/bench/python/manager_bench.py",
-			 top);
-		if (access(path, R_OK) != 0)
-			return 0;
-	}
-	snprintf(cmd, sizeof(cmd), "python3 '%s' --seconds %.3f", path,
-		 o->seconds);
+	snprintf(args, sizeof(args), "--seconds %.3f", o->seconds);
 	mpb_progress("manager: python Manager().dict()");
-	FILE *f = popen(cmd, "r");
-	if (f == NULL)
-		return 0;
-	while (n < cap && fgets(line, sizeof(line), f) != NULL) {
-		if (sscanf(line, "%31s %lf %lf", rows[n].name, &rows[n].ops,
-			   &rows[n].ns) == 3)
-			n++;
-	}
-	pclose(f);
-	return n;
+	return mpb_python(o, "manager_bench.py", args, rows, cap);
 }
 
 static int
@@ -173,7 +134,7 @@ run_manager(const struct mpb_opts *o)
 	static const char *const pyname[2][2] = {
 		{ "set-1", "get-1" }, { "set-2", "get-2" },
 	};
-	struct pyrow py[8];
+	struct mpb_pyrow py[8];
 	struct shared *sh;
 	mp_manager *m;
 	int npy, rc;
@@ -198,7 +159,7 @@ run_manager(const struct mpb_opts *o)
 					       .higher_better = true };
 			struct mpb_hist *h = NULL;
 			double ops = 0;
-			const struct pyrow *pr = NULL;
+			const struct mpb_pyrow *pr = NULL;
 
 			for (int i = 0; i < npy; i++)
 				if (strcmp(py[i].name,
@@ -246,7 +207,7 @@ run_manager(const struct mpb_opts *o)
 	}
 	{
 		struct mpb_row row = { .size = VLEN, .higher_better = true };
-		const struct pyrow *pr = NULL;
+		const struct mpb_pyrow *pr = NULL;
 		mp_item items[KEYS];
 		int keys[KEYS];
 		uint64_t n = 0;

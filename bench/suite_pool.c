@@ -208,61 +208,17 @@ fork_task(long x, long *y)
 /* ------------------------------------------------------------------ */
 /* Python */
 
-struct pyrow {
-	char name[32];
-	double ops, ns;
-};
-
-/* Run the Python script; returns the rows read (0 without python3). */
+/* Python's Pool(WORKERS) on the same workloads; 0 rows without python3. */
 static int
-run_python(const struct mpb_opts *o, size_t items, struct pyrow *rows,
+run_python(const struct mpb_opts *o, size_t items, struct mpb_pyrow *rows,
 	   int cap)
 {
-	char path[PATH_MAX], cmd[PATH_MAX + 128], line[256];
-	const char *env = getenv("MPB_POOL_PY");
-	int n = 0;
+	char args[128];
 
-	if (o->quick || system("command -v python3 >/dev/null 2>&1") != 0)
-		return 0;
-	if (env != NULL) {
-		snprintf(path, sizeof(path), "%s", env);
-	} else {
-		ssize_t len = readlink("/proc/self/exe", path,
-				       sizeof(path) - 32);
-		if (len <= 0)
-			return 0;
-		path[len] = '\0';
-		char *slash = strrchr(path, '/');
-		if (slash == NULL)
-			return 0;
-		/* bench/mpbench, or libtool's bench/.libs/mpbench. */
-		strcpy(slash, "/python/pool_bench.py");
-		if (access(path, R_OK) != 0)
-			strcpy(slash, "/../python/pool_bench.py");
-		if (access(path, R_OK) != 0) {
-			const char *top = getenv("top_srcdir");
-			if (top == NULL)
-				return 0;
-			snprintf(path, sizeof(path),
-				 "%s/bench/python/pool_bench.py", top);
-		}
-	}
-	if (access(path, R_OK) != 0)
-		return 0;
-	snprintf(cmd, sizeof(cmd),
-		 "python3 '%s' --processes %d --seconds %.3f --items %zu",
-		 path, WORKERS, o->seconds, items);
+	snprintf(args, sizeof(args), "--processes %d --seconds %.3f --items %zu",
+		 WORKERS, o->seconds, items);
 	mpb_progress("pool: python Pool(%d)", WORKERS);
-	FILE *f = popen(cmd, "r");
-	if (f == NULL)
-		return 0;
-	while (n < cap && fgets(line, sizeof(line), f) != NULL) {
-		if (sscanf(line, "%31s %lf %lf", rows[n].name, &rows[n].ops,
-			   &rows[n].ns) == 3)
-			n++;
-	}
-	pclose(f);
-	return n;
+	return mpb_python(o, "pool_bench.py", args, rows, cap);
 }
 
 /* ------------------------------------------------------------------ */
@@ -316,7 +272,7 @@ run(const struct mpb_opts *o)
 	long *in = malloc(N * sizeof(long)), *out = malloc(N * sizeof(long));
 	double v[NGROUP][NIMPL][MAXREP];
 	struct mpb_hist *h = calloc(NIMPL, sizeof(*h));
-	struct pyrow py[8];
+	struct mpb_pyrow py[8];
 	struct ppool pp;
 	mp_pool *p = NULL;
 	int rc = 0, npy;
