@@ -11,7 +11,7 @@
  *   line 3   put_flag, put_seq: producers that may sleep (queue full)
  *   line 4   get_flag, get_seq: consumers that may sleep (queue empty)
  *   line 5   join_flag, join_seq, done, skipped, lost
- *   slots    { word, len, data[msg_max] } * maxsize
+ *   slots    { word, [len, pad,] data[msg_max] } * maxsize, 8-aligned
  *
  * Positions are free-running 64-bit counters; position p lives in slot
  * p % maxsize.  Each slot's word packs, so that one compare-and-swap
@@ -20,7 +20,15 @@
  *   bits 63..24  seq: the position (mod 2^40) the slot serves
  *   bits 23..22  state: FREE, WRITING, READY, READING
  *   bits 21..0   tid of the claimer while WRITING or READING (pid_max is
- *                at most 2^22, so any tid fits), else 0
+ *                at most 2^22, so any tid fits); the message's length
+ *                while READY; 0 while FREE
+ *
+ * The length rides in the READY word when msg_max < 2^22, so a slot is
+ * the word and the bytes, packed at 8-byte strides: 16 bytes for an 8-byte
+ * message, four to a cache line, as in a bare Vyukov ring.  (Measured here,
+ * 1P1C pinned, 8 B: the same slot-CAS ring ran at 49 M msgs/s with 32-byte
+ * slots and 112 M/s with 16-byte ones; at 64 B, rounding slots up to whole
+ * lines cost 30%.)  Larger limits keep a separate len after the word.
  *
  * and a slot goes round (seq, FREE) -> (seq, WRITING, producer) ->
  * (seq, READY) -> (seq, READING, consumer) -> (seq + maxsize, FREE).  This
@@ -44,9 +52,10 @@
  * (too small: -EMSGSIZE without claiming, so the message stays queued);
  * READING at h or d > 0 steps on; FREE or WRITING at h, or d < 0, is empty.
  * The get copies the message out and releases the slot to (h + maxsize,
- * FREE).  The fast paths first try the expected word with a blind CAS
- * (one exclusive fetch of a line that usually sits in the other side's
- * cache), and fall back to the load-then-decide walk above.  put_many,
+ * FREE).  The put fast path first tries the expected word with a blind
+ * CAS (one exclusive fetch of a line that usually sits in the other side's
+ * cache); the get fast path must see the length first, so it loads the
+ * word and CASes it if READY; both fall back to the walk above.  put_many,
  * get_many and the zero-copy calls run the same steps slot by slot; a
  * process never holds more than one claimed slot.
  *
@@ -231,13 +240,19 @@ struct qshm {
 _Static_assert(sizeof(struct qshm) == 6 * MP__CACHELINE,
 	       "queue header: six cache lines");
 
+/*
+ * A slot's header: the word, then (only when the length does not fit in
+ * the word, see q->len_inline) the length; the data follows at
+ * q->data_off.
+ */
 struct slot {
 	uint64_t word;
 	uint32_t len;
-	uint32_t pad;
-	unsigned char data[];
 };
-_Static_assert(sizeof(struct slot) == 16, "slot header: 16 bytes");
+/* Lengths up to this ride in the READY word's low bits. */
+#define INLINE_LEN_MAX W_TID_MASK
+#define DATA_OFF_INLINE 8u
+#define DATA_OFF_LEN 16u
 
 /*
  * A held slot word seen blocking, and since when.  A waiting call keeps
@@ -263,6 +278,8 @@ struct mp_queue {
 	bool pow2;
 	size_t msg_max;
 	size_t slot_size;
+	size_t data_off;	/* where a slot's bytes start */
+	bool len_inline;	/* the length is in the READY word */
 	/* Where this process's next claim starts looking (invariant 1). */
 	uint64_t put_hint;
 	uint64_t get_hint;
@@ -337,6 +354,34 @@ slot_at(const struct mp_queue *q, uint64_t pos)
 	uint64_t i = MP__LIKELY(q->pow2) ? pos & q->mask : pos % q->cap;
 
 	return (struct slot *)(q->slots + i * q->slot_size);
+}
+
+static inline unsigned char *
+slot_data(const struct mp_queue *q, struct slot *sl)
+{
+	return (unsigned char *)sl + q->data_off;
+}
+
+/* The READY word of a message of len bytes at pos. */
+static inline uint64_t
+ready_word(const struct mp_queue *q, uint64_t pos, size_t len)
+{
+	return mkw(pos, ST_READY, q->len_inline ? (uint32_t)len : 0);
+}
+
+/*
+ * The length of the message in a slot whose word w was loaded READY; the
+ * caller has not claimed it yet, and its CAS from w later proves that the
+ * length belonged to the same message (invariant 3).
+ */
+static inline size_t
+ready_len(const struct mp_queue *q, const struct slot *sl, uint64_t w)
+{
+	if (MP__LIKELY(q->len_inline))
+		return w_tid(w);
+	/* Orders the len load after READY's load. */
+	ck_pr_fence_load();
+	return ck_pr_load_32(&sl->len);
 }
 
 static inline uint32_t
@@ -567,9 +612,7 @@ claim_get(struct mp_queue *q, uint64_t *cursor, size_t cap,
 			uint32_t st = w_state(w);
 
 			if (st == ST_READY) {
-				/* Orders the len load after READY's load. */
-				ck_pr_fence_load();
-				size_t len = ck_pr_load_32(&sl->len);
+				size_t len = ready_len(q, sl, w);
 				/* Only a peer that wrote over the ring. */
 				if (MP__UNLIKELY(len > q->msg_max))
 					return MP_ECORRUPT;
@@ -646,7 +689,13 @@ claim_put_fast(struct mp_queue *q, uint64_t *cursor, struct slot **out,
 	return claim_put(q, cursor, out, b, saw);
 }
 
-/* The common case of claim_get, inline: the slot at *cursor is ready. */
+/*
+ * The common case of claim_get, inline: the slot at *cursor is ready and
+ * fits.  The word is loaded first, since it carries the length that must
+ * be checked against the caller's buffer before claiming (a message too
+ * long stays queued); measured, the load costs 1-2% against a blind CAS,
+ * and it lets a corrupt length be refused before anything is claimed.
+ */
 static inline int
 claim_get_fast(struct mp_queue *q, uint64_t *cursor, size_t cap,
 	       struct slot **out, size_t *lenp, struct block *b,
@@ -655,30 +704,20 @@ claim_get_fast(struct mp_queue *q, uint64_t *cursor, size_t cap,
 	struct qshm *s = q->s;
 	uint64_t h = *cursor;
 	struct slot *sl = slot_at(q, h);
+	uint64_t w = ck_pr_load_64(&sl->word);
+	size_t len;
 
-	/*
-	 * A blind CAS as in claim_put_fast, when no message can be too long
-	 * for the caller's buffer (a shorter buffer must see the length
-	 * before claiming, so that -EMSGSIZE leaves the message queued).
-	 */
-	if (MP__LIKELY(cap >= q->msg_max) &&
-	    ck_pr_cas_64(&sl->word, mkw(h, ST_READY, 0),
-			 mkw(h, ST_READING, tid))) {
-		/* As in claim_get: ordered after the claim. */
-		ck_pr_fence_atomic_load();
-		*saw |= ck_pr_load_32(&s->put.flag);
-		*out = sl;
-		*lenp = ck_pr_load_32(&sl->len);
-		if (MP__UNLIKELY(*lenp > q->msg_max)) {
-			/*
-			 * A length no put wrote: the ring was written over.
-			 * Hand the slot back as it was; the caller gets the
-			 * error rather than a copy past its buffer.
-			 */
-			ck_pr_store_64(&sl->word, mkw(h, ST_READY, 0));
-			return MP_ECORRUPT;
+	if (MP__LIKELY((w & ~(uint64_t)W_TID_MASK) == mkw(h, ST_READY, 0))) {
+		len = ready_len(q, sl, w);
+		if (MP__LIKELY(len <= cap && len <= q->msg_max) &&
+		    ck_pr_cas_64(&sl->word, w, mkw(h, ST_READING, tid))) {
+			/* As in claim_get: ordered after the claim. */
+			ck_pr_fence_atomic_load();
+			*saw |= ck_pr_load_32(&s->put.flag);
+			*out = sl;
+			*lenp = len;
+			return 1;
 		}
-		return 1;
 	}
 	return claim_get(q, cursor, cap, out, lenp, b, saw);
 }
@@ -688,15 +727,19 @@ claim_get_fast(struct mp_queue *q, uint64_t *cursor, size_t cap,
  * check right after needs; otherwise a release store.
  */
 static inline void
-publish(struct slot *sl, uint64_t pos, size_t len, bool fas)
+publish(const struct mp_queue *q, struct slot *sl, uint64_t pos, size_t len,
+	bool fas)
 {
-	ck_pr_store_32(&sl->len, (uint32_t)len);
+	uint64_t w = ready_word(q, pos, len);
+
+	if (!q->len_inline)
+		ck_pr_store_32(&sl->len, (uint32_t)len);
 	/* Orders the data and len stores before READY (consumers' acquire). */
 	ck_pr_fence_store();
 	if (fas)
-		ck_pr_fas_64(&sl->word, mkw(pos, ST_READY, 0));
+		ck_pr_fas_64(&sl->word, w);
 	else
-		ck_pr_store_64(&sl->word, mkw(pos, ST_READY, 0));
+		ck_pr_store_64(&sl->word, w);
 }
 
 /* Release a read slot to the next lap, the same two ways. */
@@ -793,6 +836,12 @@ wait_step(struct mp_queue *q, struct side *sd, struct waiter *wt,
 	return 0;
 }
 
+static size_t
+data_off(size_t msg_max)
+{
+	return msg_max <= INLINE_LEN_MAX ? DATA_OFF_INLINE : DATA_OFF_LEN;
+}
+
 /* The geometry of a queue: slot size and region length; -EINVAL if absurd. */
 static int
 geometry(size_t *maxsize, size_t *msg_max, size_t *slot_sizep, size_t *lenp)
@@ -806,13 +855,11 @@ geometry(size_t *maxsize, size_t *msg_max, size_t *slot_sizep, size_t *lenp)
 	if (*maxsize > MAX_MAXSIZE || *msg_max > MAX_MSG)
 		return -EINVAL;
 	/*
-	 * Small slots pack several to a line; larger ones start on a line
-	 * so that neighbours do not share one.
+	 * Slots are packed at 8-byte strides, not rounded up to lines: a
+	 * consumer reads the lines a producer wrote in any case, and whole
+	 * lines only add lines to move (see "Layout").
 	 */
-	slot_size = (sizeof(struct slot) + *msg_max + 15) & ~(size_t)15;
-	if (slot_size > MP__CACHELINE)
-		slot_size = (slot_size + MP__CACHELINE - 1) &
-			    ~(size_t)(MP__CACHELINE - 1);
+	slot_size = (data_off(*msg_max) + *msg_max + 7) & ~(size_t)7;
 	if (slot_size > (SIZE_MAX >> 4) / *maxsize)
 		return -EINVAL;
 	*slot_sizep = slot_size;
@@ -833,6 +880,8 @@ handle_init(struct mp_queue *q, void *base, size_t len, size_t maxsize,
 	q->mask = maxsize - 1;
 	q->msg_max = msg_max;
 	q->slot_size = slot_size;
+	q->data_off = data_off(msg_max);
+	q->len_inline = msg_max <= INLINE_LEN_MAX;
 }
 
 int
@@ -981,8 +1030,8 @@ mp_queue_put_many(mp_queue *q, const void *const msgs[], const size_t lens[],
 			break;
 		claimed(&q->put_hint, &q->s->tail, cursor);
 		if (lens[i] != 0)	/* msgs[i] may be NULL then */
-			memcpy(sl->data, msgs[i], lens[i]);
-		publish(sl, cursor, lens[i], false);
+			memcpy(slot_data(q, sl), msgs[i], lens[i]);
+		publish(q, sl, cursor, lens[i], false);
 		cursor++;
 		i++;
 	}
@@ -1019,8 +1068,8 @@ mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 		if (rc == 1) {
 			claimed(&q->put_hint, &s->tail, t);
 			if (len != 0)
-				memcpy(sl->data, msg, len);
-			publish(sl, t, len, false);
+				memcpy(slot_data(q, sl), msg, len);
+			publish(q, sl, t, len, false);
 			wake_if(&s->get, saw);
 			return 0;
 		}
@@ -1044,7 +1093,7 @@ mp_queue_reserve(mp_queue *q, void **buf, int64_t timeout_ns)
 	if ((rc = put_claim_wait(q, &wt, &cursor, &sl, &saw)) < 0)
 		return rc;
 	claimed(&q->put_hint, &q->s->tail, cursor);
-	*buf = sl->data;
+	*buf = slot_data(q, sl);
 	return 0;
 }
 
@@ -1054,11 +1103,11 @@ slot_of(const struct mp_queue *q, const void *p)
 {
 	uintptr_t off = (uintptr_t)p - (uintptr_t)q->slots;
 
-	if ((uintptr_t)p < (uintptr_t)q->slots + sizeof(struct slot) ||
+	if ((uintptr_t)p < (uintptr_t)q->slots + q->data_off ||
 	    off >= q->cap * q->slot_size ||
-	    off % q->slot_size != sizeof(struct slot))
+	    off % q->slot_size != q->data_off)
 		return NULL;
-	return (struct slot *)(q->slots + off - sizeof(struct slot));
+	return (struct slot *)(q->slots + off - q->data_off);
 }
 
 int
@@ -1078,7 +1127,7 @@ mp_queue_commit(mp_queue *q, void *buf, size_t len)
 	 * A reservation may be held for long, so the flag seen at its claim
 	 * is stale: publish with an exchange and read the flag now.
 	 */
-	publish(sl, w_seq(w), len, true);
+	publish(q, sl, w_seq(w), len, true);
 	ck_pr_fence_atomic_load();
 	wake_side(&q->s->get);
 	return 0;
@@ -1149,7 +1198,8 @@ mp_queue_get_many(mp_queue *q, void *buf, size_t cap, size_t lens[],
 	for (i = 0;;) {
 		claimed(&q->get_hint, &q->s->head, cursor);
 		if (len != 0)		/* buf may be NULL then */
-			memcpy((unsigned char *)buf + i * cap, sl->data, len);
+			memcpy((unsigned char *)buf + i * cap,
+			       slot_data(q, sl), len);
 		lens[i++] = len;
 		/* Orders the copy out before the slot is handed back. */
 		ck_pr_fence_load_store();
@@ -1188,7 +1238,7 @@ mp_queue_get(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 				   me()) == 1) {
 			claimed(&q->get_hint, &s->head, h);
 			if (len != 0)
-				memcpy(buf, sl->data, len);
+				memcpy(buf, slot_data(q, sl), len);
 			/* Orders the copy out before the slot goes back. */
 			ck_pr_fence_load_store();
 			ck_pr_store_64(&sl->word, mkw(h + q->cap, ST_FREE, 0));
@@ -1217,7 +1267,7 @@ mp_queue_peek(mp_queue *q, const void **msg, int64_t timeout_ns)
 	if (rc < 0)
 		return rc;
 	claimed(&q->get_hint, &q->s->head, cursor);
-	*msg = sl->data;
+	*msg = slot_data(q, sl);
 	return (ssize_t)len;
 }
 

@@ -945,39 +945,60 @@ find_slot_data(const unsigned char *marker, size_t n, unsigned char **map)
 	return hit;
 }
 
+/*
+ * Where a slot keeps its length: in the low 22 bits of the slot word
+ * (8 bytes before the data) when msg_max < 2^22, else in a u32 field of
+ * its own 8 bytes before the data.  Returns that field's address and mask.
+ */
+static uint32_t *
+len_field(unsigned char *data, size_t msg_max, uint32_t *mask)
+{
+	*mask = msg_max < (1u << 22) ? (1u << 22) - 1 : UINT32_MAX;
+	return (uint32_t *)(data - 8);
+}
+
 /* Fuzzing found it: a length a peer wrote was copied past buf. */
 T_TEST(queue, garbage_length_is_ecorrupt_not_an_overflow)
 {
 	static const unsigned char marker[16] = "\x93queue-marker\x17\x42";
+	/* Both slot layouts: the length in the word, and beside it. */
+	static const size_t maxes[] = { 64, (size_t)8 << 20 };
 	unsigned char buf[64 + 16], *data;
 	const void *p;
 	size_t lens[2];
+	uint32_t *lf, mask;
 	mp_queue *q;
 
-	cr_assert_eq(mp_queue_new(&q, 4, 64), 0);
-	cr_assert_eq(mp_queue_put(q, marker, sizeof(marker), MP_NOWAIT), 0);
-	data = find_slot_data(marker, sizeof(marker), NULL);
-	cr_assert_not_null(data);
-	/* The slot header's length field sits 8 bytes before the data. */
-	cr_assert_eq(*(uint32_t *)(data - 8), sizeof(marker));
-	*(uint32_t *)(data - 8) = 1u << 20;
+	for (size_t k = 0; k < 2; k++) {
+		size_t mx = maxes[k];
 
-	memset(buf, 0xee, sizeof(buf));
-	/* cap >= msg_max takes the fast path, cap < msg_max the slow one. */
-	cr_assert_eq(mp_queue_get(q, buf, 64, MP_NOWAIT), MP_ECORRUPT);
-	cr_assert_eq(mp_queue_get(q, buf, 32, MP_NOWAIT), MP_ECORRUPT);
-	cr_assert_eq(mp_queue_get_many(q, buf, 64, lens, 2, MP_NOWAIT),
-		     MP_ECORRUPT);
-	cr_assert_eq(mp_queue_peek(q, &p, MP_NOWAIT), MP_ECORRUPT);
-	for (size_t i = 0; i < sizeof(buf); i++)
-		cr_assert_eq(buf[i], 0xee, "byte %zu written", i);
+		cr_assert_eq(mp_queue_new(&q, 4, mx), 0);
+		cr_assert_eq(mp_queue_put(q, marker, sizeof(marker),
+					  MP_NOWAIT), 0);
+		data = find_slot_data(marker, sizeof(marker), NULL);
+		cr_assert_not_null(data);
+		lf = len_field(data, mx, &mask);
+		cr_assert_eq(*lf & mask, sizeof(marker), "layout %zu", k);
+		/* Longer than msg_max, but within the field. */
+		*lf = (*lf & ~mask) | (uint32_t)((mx + 1) & mask);
 
-	/* Put right, the message is whole again. */
-	*(uint32_t *)(data - 8) = sizeof(marker);
-	cr_assert_eq(mp_queue_get(q, buf, 64, MP_NOWAIT),
-		     (ssize_t)sizeof(marker));
-	cr_assert_eq(memcmp(buf, marker, sizeof(marker)), 0);
-	mp_queue_free(q);
+		memset(buf, 0xee, sizeof(buf));
+		/* cap >= msg_max takes the fast path, cap < msg_max the slow one. */
+		cr_assert_eq(mp_queue_get(q, buf, 64, MP_NOWAIT), MP_ECORRUPT);
+		cr_assert_eq(mp_queue_get(q, buf, 32, MP_NOWAIT), MP_ECORRUPT);
+		cr_assert_eq(mp_queue_get_many(q, buf, 64, lens, 2, MP_NOWAIT),
+			     MP_ECORRUPT);
+		cr_assert_eq(mp_queue_peek(q, &p, MP_NOWAIT), MP_ECORRUPT);
+		for (size_t i = 0; i < sizeof(buf); i++)
+			cr_assert_eq(buf[i], 0xee, "byte %zu written", i);
+
+		/* Put right, the message is whole again. */
+		*lf = (*lf & ~mask) | (uint32_t)sizeof(marker);
+		cr_assert_eq(mp_queue_get(q, buf, 64, MP_NOWAIT),
+			     (ssize_t)sizeof(marker));
+		cr_assert_eq(memcmp(buf, marker, sizeof(marker)), 0);
+		mp_queue_free(q);
+	}
 }
 
 /* Fuzzing found it: a queue whose shared header was trashed leaked. */
