@@ -989,7 +989,12 @@ put_claim_wait(struct mp_queue *q, struct waiter *wt, uint64_t *cursor,
 		}
 		if ((rc = wait_step(q, &s->put, wt, &b)) < 0)
 			return rc;
-		*cursor = ck_pr_load_64(&s->tail);
+		/*
+		 * Resume where we blocked, or later if others moved the
+		 * hint on: the shared hint alone lags by up to HINT_EVERY
+		 * positions per process, each a line the producer writes.
+		 */
+		*cursor = start_at(cursor, &s->tail);
 	}
 }
 
@@ -1164,7 +1169,8 @@ get_claim_wait(struct mp_queue *q, struct waiter *wt, uint64_t *cursor,
 		}
 		if ((rc = wait_step(q, &s->get, wt, &b)) < 0)
 			return rc;
-		*cursor = ck_pr_load_64(&s->head);
+		/* As in put_claim_wait. */
+		*cursor = start_at(cursor, &s->head);
 	}
 }
 
