@@ -25,19 +25,16 @@
 
 #include "lib/task.h"
 
-/*
- * initial-exec: a %fs-relative load instead of a __tls_get_addr call on
- * every lock acquire (libmproc is linked, not dlopen'ed late).
- */
-#define TLS_IE __attribute__((tls_model("initial-exec")))
-static __thread pid_t cached_tid TLS_IE;
-static __thread pid_t cached_pid TLS_IE;
+static __thread pid_t cached_pid MP__TLS_IE;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+/* The cache itself: read inline by mp__tid() (lib/task.h). */
+__thread pid_t mp__cached_tid MP__TLS_IE;
 
 static void
 reset_after_fork(void)
 {
-	cached_tid = 0;
+	mp__cached_tid = 0;
 	cached_pid = 0;
 }
 
@@ -48,13 +45,11 @@ install_atfork(void)
 }
 
 pid_t
-mp__tid(void)
+mp__tid_slow(void)
 {
-	if (MP__UNLIKELY(cached_tid == 0)) {
-		pthread_once(&atfork_once, install_atfork);
-		cached_tid = (pid_t)syscall(SYS_gettid);
-	}
-	return cached_tid;
+	pthread_once(&atfork_once, install_atfork);
+	mp__cached_tid = (pid_t)syscall(SYS_gettid);
+	return mp__cached_tid;
 }
 
 pid_t

@@ -11,11 +11,28 @@
 #include <sys/types.h>
 
 /*
+ * initial-exec TLS: a %fs-relative load instead of a __tls_get_addr call
+ * on every lock acquire and queue claim (libmproc is linked, not
+ * dlopen'ed late).
+ */
+#define MP__TLS_IE __attribute__((tls_model("initial-exec")))
+
+extern __thread pid_t mp__cached_tid MP__TLS_IE;
+pid_t mp__tid_slow(void);
+
+/*
  * The calling thread's kernel id (gettid), cached per thread without a
  * system call after the first.  Correct after fork(): the cache is reset
- * in the child by a pthread_atfork handler.  Never 0.
+ * in the child by a pthread_atfork handler.  Never 0.  Inline, since it
+ * sits on the lock and queue fast paths.
  */
-pid_t mp__tid(void);
+static inline pid_t
+mp__tid(void)
+{
+	pid_t t = mp__cached_tid;
+
+	return __builtin_expect(t != 0, 1) ? t : mp__tid_slow();
+}
 
 /* The calling process's id, cached the same way. */
 pid_t mp__pid(void);
