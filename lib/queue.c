@@ -399,7 +399,7 @@ valid(const struct mp_queue *q)
 }
 
 /* Move a hint forward to at least to: every position below is claimed. */
-static void
+static MP__NOINLINE void
 advance(uint64_t *hint, uint64_t to)
 {
 	uint64_t cur = ck_pr_load_64(hint);
@@ -658,67 +658,82 @@ claim_get(struct mp_queue *q, uint64_t *cursor, size_t cap,
 }
 
 /*
- * The common case of claim_put, inline: the slot at *cursor is free for
- * it.  Anything else goes to claim_put.  tid is me(), read once a call.
+ * The common case of claim_put, inline: the slot at t is free for it.
+ * Returns 1 (claimed: *out, *saw or-ed), 0 (not at once: take the walk),
+ * -EPIPE (closed after the claim; the slot was retired).  A blind CAS,
+ * without loading the word first: the line usually sits in the
+ * consumer's cache, and one exclusive fetch is cheaper than a shared
+ * fetch followed by an upgrade.  tid is me(), read once a call.
  */
+static inline int
+put_try(struct mp_queue *q, uint64_t t, struct slot **out, uint32_t *saw,
+	uint32_t tid)
+{
+	struct qshm *s = q->s;
+	struct slot *sl = slot_at(q, t);
+
+	if (MP__UNLIKELY(!ck_pr_cas_64(&sl->word, mkw(t, ST_FREE, 0),
+				       mkw(t, ST_WRITING, tid))))
+		return 0;
+	/* As in claim_put: ordered after the claim. */
+	ck_pr_fence_atomic_load();
+	if (MP__UNLIKELY(ck_pr_load_32(&s->closed) != 0)) {
+		retire_claim(q, sl, t);
+		return -EPIPE;
+	}
+	*saw |= ck_pr_load_32(&s->get.flag);
+	*out = sl;
+	return 1;
+}
+
+/* put_try, then the walk: claim_put's contract. */
 static inline int
 claim_put_fast(struct mp_queue *q, uint64_t *cursor, struct slot **out,
 	       struct block *b, uint32_t *saw, uint32_t tid)
 {
-	struct qshm *s = q->s;
-	uint64_t t = *cursor;
-	struct slot *sl = slot_at(q, t);
+	int rc = put_try(q, *cursor, out, saw, tid);
 
-	/*
-	 * A blind CAS, without loading the word first: the line usually sits
-	 * in the consumer's cache, and one exclusive fetch is cheaper than a
-	 * shared fetch followed by an upgrade.
-	 */
-	if (MP__LIKELY(ck_pr_cas_64(&sl->word, mkw(t, ST_FREE, 0),
-				    mkw(t, ST_WRITING, tid)))) {
-		/* As in claim_put: ordered after the claim. */
-		ck_pr_fence_atomic_load();
-		if (MP__UNLIKELY(ck_pr_load_32(&s->closed) != 0)) {
-			retire_claim(q, sl, t);
-			return -EPIPE;
-		}
-		*saw |= ck_pr_load_32(&s->get.flag);
-		*out = sl;
-		return 1;
-	}
-	return claim_put(q, cursor, out, b, saw);
+	return rc != 0 ? rc : claim_put(q, cursor, out, b, saw);
 }
 
 /*
- * The common case of claim_get, inline: the slot at *cursor is ready and
- * fits.  The word is loaded first, since it carries the length that must
- * be checked against the caller's buffer before claiming (a message too
- * long stays queued); measured, the load costs 1-2% against a blind CAS,
- * and it lets a corrupt length be refused before anything is claimed.
+ * The common case of claim_get, inline: the slot at h is ready and fits.
+ * The word is loaded first, since it carries the length that must be
+ * checked against the caller's buffer before claiming (a message too long
+ * stays queued); measured, the load costs 1-2% against a blind CAS, and it
+ * lets a corrupt length be refused before anything is claimed.  Returns
+ * true when claimed (*out, *lenp set, *saw or-ed); false: take the walk.
  */
+static inline bool
+get_try(struct mp_queue *q, uint64_t h, size_t cap, struct slot **out,
+	size_t *lenp, uint32_t *saw, uint32_t tid)
+{
+	struct slot *sl = slot_at(q, h);
+	uint64_t w = ck_pr_load_64(&sl->word);
+	size_t len;
+
+	if (MP__UNLIKELY((w & ~(uint64_t)W_TID_MASK) != mkw(h, ST_READY, 0)))
+		return false;
+	len = ready_len(q, sl, w);
+	if (MP__UNLIKELY(len > cap || len > q->msg_max) ||
+	    !ck_pr_cas_64(&sl->word, w, mkw(h, ST_READING, tid)))
+		return false;
+	/* As in claim_get: ordered after the claim. */
+	ck_pr_fence_atomic_load();
+	*saw |= ck_pr_load_32(&q->s->put.flag);
+	*out = sl;
+	*lenp = len;
+	return true;
+}
+
+/* get_try, then the walk: claim_get's contract. */
 static inline int
 claim_get_fast(struct mp_queue *q, uint64_t *cursor, size_t cap,
 	       struct slot **out, size_t *lenp, struct block *b,
 	       uint32_t *saw, uint32_t tid)
 {
-	struct qshm *s = q->s;
-	uint64_t h = *cursor;
-	struct slot *sl = slot_at(q, h);
-	uint64_t w = ck_pr_load_64(&sl->word);
-	size_t len;
-
-	if (MP__LIKELY((w & ~(uint64_t)W_TID_MASK) == mkw(h, ST_READY, 0))) {
-		len = ready_len(q, sl, w);
-		if (MP__LIKELY(len <= cap && len <= q->msg_max) &&
-		    ck_pr_cas_64(&sl->word, w, mkw(h, ST_READING, tid))) {
-			/* As in claim_get: ordered after the claim. */
-			ck_pr_fence_atomic_load();
-			*saw |= ck_pr_load_32(&s->put.flag);
-			*out = sl;
-			*lenp = len;
-			return 1;
-		}
-	}
+	if (get_try(q, *cursor, cap, out, lenp, saw, tid))
+		return 1;
 	return claim_get(q, cursor, cap, out, lenp, b, saw);
 }
 
@@ -1044,43 +1059,51 @@ mp_queue_put_many(mp_queue *q, const void *const msgs[], const size_t lens[],
 	return i > 0 ? (ssize_t)i : rc;
 }
 
+/* mp_queue_put when the fast path could not: put_many's steps for one. */
+static MP__NOINLINE int
+put_slow(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
+{
+	ssize_t rc = mp_queue_put_many(q, &msg, &len, 1, timeout_ns);
+
+	return rc < 0 ? (int)rc : 0;
+}
+
 int
 mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 {
 	struct qshm *s;
 	struct slot *sl;
-	struct block b;
 	uint64_t t;
 	uint32_t saw = 0;
-	ssize_t rc;
+	int rc;
 
-	if (MP__UNLIKELY(!valid(q)))
-		return -EINVAL;
-	if (MP__UNLIKELY(len > q->msg_max))
-		return -EMSGSIZE;
 	/*
 	 * The fast path: put_many's steps for one message, when a slot is
-	 * free at once.  Anything else (waiting, errors) takes put_many.
+	 * free at once.  It calls nothing but memcpy, so that it stays a
+	 * short leaf; anything else (waiting, errors) is put_slow's.
 	 */
+	if (MP__UNLIKELY(!valid(q) || len > q->msg_max ||
+			 (msg == NULL && len != 0) ||
+			 !MP__TIMEOUT_OK(timeout_ns)))
+		goto slow;
 	s = q->s;
-	if (MP__LIKELY((msg != NULL || len == 0) &&
-		       MP__TIMEOUT_OK(timeout_ns) &&
-		       ck_pr_load_32(&s->closed) == 0)) {
-		t = start_at(&q->put_hint, &s->tail);
-		rc = claim_put_fast(q, &t, &sl, &b, &saw, me());
+	if (MP__UNLIKELY(ck_pr_load_32(&s->closed) != 0))
+		goto slow;
+	t = start_at(&q->put_hint, &s->tail);
+	rc = put_try(q, t, &sl, &saw, me());
+	if (MP__UNLIKELY(rc <= 0)) {
 		if (rc < 0)
-			return (int)rc;
-		if (rc == 1) {
-			claimed(&q->put_hint, &s->tail, t);
-			if (len != 0)
-				memcpy(slot_data(q, sl), msg, len);
-			publish(q, sl, t, len, false);
-			wake_if(&s->get, saw);
-			return 0;
-		}
+			return rc;
+		goto slow;
 	}
-	rc = mp_queue_put_many(q, &msg, &len, 1, timeout_ns);
-	return rc < 0 ? (int)rc : 0;
+	claimed(&q->put_hint, &s->tail, t);
+	if (len != 0)
+		memcpy(slot_data(q, sl), msg, len);
+	publish(q, sl, t, len, false);
+	wake_if(&s->get, saw);
+	return 0;
+slow:
+	return put_slow(q, msg, len, timeout_ns);
 }
 
 int
@@ -1219,41 +1242,43 @@ mp_queue_get_many(mp_queue *q, void *buf, size_t cap, size_t lens[],
 	return (ssize_t)i;
 }
 
+/* mp_queue_get when the fast path could not: get_many's steps for one. */
+static MP__NOINLINE ssize_t
+get_slow(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
+{
+	size_t len;
+	ssize_t rc = mp_queue_get_many(q, buf, cap, &len, 1, timeout_ns);
+
+	return rc < 0 ? rc : (ssize_t)len;
+}
+
 ssize_t
 mp_queue_get(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 {
 	struct qshm *s;
 	struct slot *sl;
-	struct block b;
 	uint64_t h;
 	uint32_t saw = 0;
 	size_t len;
-	ssize_t rc;
 
-	if (MP__UNLIKELY(!valid(q)))
-		return -EINVAL;
-	/*
-	 * The fast path: get_many's steps for one message, when one is ready
-	 * at once.  Anything else (waiting, errors) takes get_many.
-	 */
+	/* The fast path, a leaf as in mp_queue_put. */
+	if (MP__UNLIKELY(!valid(q) || (buf == NULL && cap != 0) ||
+			 !MP__TIMEOUT_OK(timeout_ns)))
+		goto slow;
 	s = q->s;
-	if (MP__LIKELY((buf != NULL || cap == 0) &&
-		       MP__TIMEOUT_OK(timeout_ns))) {
-		h = start_at(&q->get_hint, &s->head);
-		if (claim_get_fast(q, &h, cap, &sl, &len, &b, &saw,
-				   me()) == 1) {
-			claimed(&q->get_hint, &s->head, h);
-			if (len != 0)
-				memcpy(buf, slot_data(q, sl), len);
-			/* Orders the copy out before the slot goes back. */
-			ck_pr_fence_load_store();
-			ck_pr_store_64(&sl->word, mkw(h + q->cap, ST_FREE, 0));
-			wake_if(&s->put, saw);
-			return (ssize_t)len;
-		}
-	}
-	rc = mp_queue_get_many(q, buf, cap, &len, 1, timeout_ns);
-	return rc < 0 ? rc : (ssize_t)len;
+	h = start_at(&q->get_hint, &s->head);
+	if (MP__UNLIKELY(!get_try(q, h, cap, &sl, &len, &saw, me())))
+		goto slow;
+	claimed(&q->get_hint, &s->head, h);
+	if (len != 0)
+		memcpy(buf, slot_data(q, sl), len);
+	/* Orders the copy out before the slot goes back. */
+	ck_pr_fence_load_store();
+	ck_pr_store_64(&sl->word, mkw(h + q->cap, ST_FREE, 0));
+	wake_if(&s->put, saw);
+	return (ssize_t)len;
+slow:
+	return get_slow(q, buf, cap, timeout_ns);
 }
 
 ssize_t
