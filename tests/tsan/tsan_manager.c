@@ -42,8 +42,8 @@ static struct shared *sh;
 
 /* The objects, opened by the owner before the clients fork. */
 static mp_manager *m;
-static mp_dict *d, *cnt;
-static mp_list *l, *lv;
+static mp_dict *d, *cnt, *d2;
+static mp_list *l, *lv, *lm;
 static mp_ns *ns;
 static mp_queue *q;
 
@@ -87,6 +87,44 @@ struct cthr {
 	mp_lock *lk;
 };
 
+/*
+ * In-place list writes (insert shifts, pop and remove shift back, set
+ * swaps an item) and composite dict writes, while other server threads
+ * read the same objects.  Each round leaves lm's length as it found it;
+ * d2 holds "m-c-t" -> its writer's last round, and transient keys.
+ */
+static void
+mutate(int c, int t, int i, const char *v)
+{
+	char k[32], buf[64], tmp[32];
+	size_t vl = strlen(v);
+	ssize_t n;
+
+	CHECK_EQ(mp_list_insert(lm, i % 3 - 1, v, vl), 0);
+	CHECK_EQ(mp_list_insert(lm, 0, v, vl), 0);
+	CHECK_EQ(mp_list_set(lm, 0, v, vl), 0);
+	n = mp_list_pop(lm, -1, buf, sizeof(buf));
+	CHECK(n > 2 && memcmp(buf, "v-", 2) == 0);
+	/* Our own item is there to remove, unless another thread popped
+	 * it; then pop another: the length comes back either way. */
+	if (mp_list_remove(lm, v, vl) != 0) {
+		n = mp_list_pop(lm, 0, buf, sizeof(buf));
+		CHECK(n > 2 && memcmp(buf, "v-", 2) == 0);
+	}
+	int kl = snprintf(k, sizeof(k), "m-%d-%d", c, t);
+	int tl = snprintf(tmp, sizeof(tmp), "%d", i);
+	mp_item up[2] = { { k, (size_t)kl, tmp, (size_t)tl },
+			  { v, vl, v, vl } };
+	CHECK_EQ(mp_dict_update(d2, up, 2), 0);
+	CHECK_EQ(mp_dict_setdefault(d2, v, vl, "x", 1, buf, sizeof(buf)),
+		 vl);
+	CHECK_EQ(mp_dict_pop(d2, v, vl, buf, sizeof(buf)), vl);
+	CHECK(memcmp(buf, v, vl) == 0);
+	n = mp_dict_get(d2, k, (size_t)kl, buf, sizeof(buf));
+	CHECK_EQ(n, tl);
+	CHECK(memcmp(buf, tmp, (size_t)tl) == 0);
+}
+
 static void *
 client_thread(void *arg)
 {
@@ -123,6 +161,7 @@ client_thread(void *arg)
 			CHECK(mp_list_slice(l, -8, INT32_MAX, &snap, &len) > 0);
 			free(snap);
 		}
+		mutate(c, t, i, v);
 	}
 	return NULL;
 }
@@ -139,6 +178,31 @@ client_main(int c)
 		CHECK_EQ(mp_manager_lock(m, "lk", &x[t].lk), 0);
 		CHECK_EQ(pthread_create(&th[t], NULL, client_thread, &x[t]),
 			 0);
+	}
+	/* Meanwhile opens: objects made and their fds passed while the
+	 * threads' calls go on. */
+	for (int i = 0; i < 10; i++) {
+		char name[32];
+		mp_event *e;
+		mp_sem *sem;
+		mp_queue *qq;
+		mp_dict *dd;
+
+		snprintf(name, sizeof(name), "ev-%d", i);
+		CHECK_EQ(mp_manager_event(m, name, &e), 0);
+		CHECK_EQ(mp_event_set(e), 0);
+		CHECK(mp_event_is_set(e));
+		mp_event_free(e);
+		CHECK_EQ(mp_manager_semaphore(m, "sem", 1, &sem), 0);
+		CHECK_EQ(mp_sem_acquire(sem, MP_SEC(60)), 0);
+		CHECK_EQ(mp_sem_release(sem), 0);
+		mp_sem_free(sem);
+		CHECK_EQ(mp_manager_queue(m, "q", 64, 64, &qq), 0);
+		mp_queue_free(qq);
+		CHECK_EQ(mp_manager_dict(m, NULL, &dd), 0);
+		CHECK_EQ(mp_dict_set(dd, "a", 1, "b", 1), 0);
+		CHECK_EQ(mp_dict_len(dd), 1);
+		mp_dict_free(dd);
 	}
 	for (int t = 0; t < CT; t++) {
 		pthread_join(th[t], NULL);
@@ -291,6 +355,20 @@ snapshot_reader(void *arg)
 		}
 		free(snap);
 		CHECK(mp_list_len(l) >= n);
+		n = mp_list_slice(lm, 0, INT32_MAX, &snap, &len);
+		CHECK(n >= 0);
+		off = 0;
+		for (ssize_t k = 0; k < n; k++) {
+			CHECK_EQ(mp_item_next(snap, len, &off, &it), 1);
+			CHECK(it.vlen > 2 && memcmp(it.val, "v-", 2) == 0);
+		}
+		free(snap);
+		char buf[64];
+		ssize_t g = mp_list_get(lm, 0, buf, sizeof(buf));
+		CHECK(g == -ERANGE || (g > 2 && memcmp(buf, "v-", 2) == 0));
+		n = mp_dict_items(d2, &snap, &len);
+		CHECK(n >= 0);
+		free(snap);
 		rounds++;
 	}
 	return NULL;
@@ -309,6 +387,8 @@ phase_clients(void)
 	CHECK_EQ(mp_manager_dict(m, "counter", &cnt), 0);
 	CHECK_EQ(mp_manager_list(m, "l", &l), 0);
 	CHECK_EQ(mp_manager_list(m, "lv", &lv), 0);
+	CHECK_EQ(mp_manager_list(m, "lm", &lm), 0);
+	CHECK_EQ(mp_manager_dict(m, "d2", &d2), 0);
 	CHECK_EQ(mp_manager_namespace(m, "ns", &ns), 0);
 	CHECK_EQ(mp_manager_queue(m, "q", 64, 64, &q), 0);
 	/* Connected here first: the children inherit a handle whose mutex
@@ -390,7 +470,23 @@ phase_clients(void)
 		CHECK(memcmp(buf, v, (size_t)len) == 0);
 	}
 	CHECK(mp_queue_empty(q));
+	/* Every round put lm back to its length; d2 keeps the last round
+	 * of each writer. */
+	CHECK_EQ(mp_list_len(lm), 0);
+	CHECK_EQ(mp_dict_len(d2), NC * CT);
+	for (int c = 0; c < NC; c++) {
+		for (int t = 0; t < CT; t++) {
+			char k[32], want[16];
+			int kl = snprintf(k, sizeof(k), "m-%d-%d", c, t);
+			int wl = snprintf(want, sizeof(want), "%d", N - 1);
+			CHECK_EQ(mp_dict_get(d2, k, (size_t)kl, buf,
+					     sizeof(buf)), wl);
+			CHECK(memcmp(buf, want, (size_t)wl) == 0);
+		}
+	}
 	mp_queue_free(q);
+	mp_list_free(lm);
+	mp_dict_free(d2);
 	mp_ns_free(ns);
 	mp_list_free(lv);
 	mp_list_free(l);

@@ -80,6 +80,33 @@ block_task(const void *in, size_t len, void *out, size_t cap)
 	return square(in, len, out, cap);
 }
 
+/* Sleeps its argument in milliseconds, then squares it. */
+static ssize_t
+nap(const void *in, size_t len, void *out, size_t cap)
+{
+	long v;
+
+	memcpy(&v, in, sizeof(v));
+	usleep((useconds_t)v * 1000);
+	return square(in, len, out, cap);
+}
+
+/* a * b + c, a starmap of three columns. */
+static ssize_t
+fma3(const void *const args[], void *out, size_t cap)
+{
+	long a, b, c, r;
+
+	if (cap < sizeof(r))
+		return -EINVAL;
+	memcpy(&a, args[0], sizeof(a));
+	memcpy(&b, args[1], sizeof(b));
+	memcpy(&c, args[2], sizeof(c));
+	r = a * b + c;
+	memcpy(out, &r, sizeof(r));
+	return sizeof(r);
+}
+
 static long
 sq(long v)
 {
@@ -189,6 +216,19 @@ on_forgotten(mp_async *r, void *user)
 	atomic_fetch_add(&ff_calls, 1);
 }
 
+static void
+on_star(mp_async *r, void *user)
+{
+	struct maprec *m = user;
+	size_t len;
+	const long *v = mp_async_result(r, &len);
+
+	CHECK(v != NULL && len == 100 * sizeof(long));
+	for (size_t i = 0; i < 100; i++)
+		m->sum += v[i];
+	m->calls++;
+}
+
 static void *
 submitter(void *arg)
 {
@@ -213,6 +253,20 @@ submitter(void *arg)
 					     sizeof(long), on_ok, on_err,
 					     &recs[t][i], &a[i]), 0);
 	}
+	/* A starmap whose callback reads the results the handler wrote. */
+	static long ca[NT][100], cb[NT][100], cc[NT][100], cr[NT][100];
+	static struct maprec starrec[NT];
+	const void *cols[3] = { ca[t], cb[t], cc[t] };
+	const size_t csz[3] = { sizeof(long), sizeof(long), sizeof(long) };
+	mp_async *st;
+	for (long i = 0; i < 100; i++) {
+		ca[t][i] = i;
+		cb[t][i] = t + 1;
+		cc[t][i] = 7;
+	}
+	CHECK_EQ(mp_pool_starmap_async(pool, fma3, 3, cols, csz, 100, cr[t],
+				       sizeof(long), 0, on_star, NULL,
+				       &starrec[t], &st), 0);
 	for (int i = 0; i < NF; i++) {
 		long v = 2 * i;
 		mp_async *f;
@@ -261,6 +315,15 @@ submitter(void *arg)
 		}
 		mp_async_free(a[i]);
 	}
+	CHECK_EQ(mp_async_get(st, MP_SEC(60)), 0);
+	CHECK_EQ(starrec[t].calls, 1);
+	long want_star = 0;
+	for (long i = 0; i < 100; i++) {
+		CHECK_EQ(cr[t][i], i * (t + 1) + 7);
+		want_star += i * (t + 1) + 7;
+	}
+	CHECK_EQ(starrec[t].sum, want_star);
+	mp_async_free(st);
 	for (int k = 0; k < NM; k++) {
 		CHECK_EQ(mp_async_get(m[k], MP_SEC(60)), 0);
 		CHECK_EQ(maprecs[t][k].calls, 1);
@@ -601,6 +664,62 @@ phase_terminate(void)
 	mp_pool_free(pool);
 }
 
+/* ------------------------------------------------------------------ */
+/* Phase 5: task time limits enforced while threads submit */
+
+#define TO_T 2
+#define TO_N 12
+
+static void *
+timeout_submitter(void *arg)
+{
+	int t = (int)(intptr_t)arg;
+	struct rec x[TO_N];
+	mp_async *a[TO_N];
+
+	memset(x, 0, sizeof(x));
+	for (int i = 0; i < TO_N; i++) {
+		/* Every third item naps past the limit. */
+		long v = i % 3 == 2 ? 2000 : 0;
+		CHECK_EQ(mp_pool_apply_async(pool, nap, &v, sizeof(v),
+					     sizeof(long), on_ok, on_err,
+					     &x[i], &a[i]), 0);
+	}
+	for (int i = 0; i < TO_N; i++) {
+		int rc = mp_async_get(a[i], MP_SEC(60));
+		CHECK_EQ(x[i].calls, 1);
+		if (i % 3 == 2) {
+			CHECK_EQ(rc, -ETIMEDOUT);
+			CHECK_EQ(x[i].err, -ETIMEDOUT);
+		} else {
+			CHECK_EQ(rc, 0);
+			CHECK_EQ(x[i].value, sq(0));
+		}
+		mp_async_free(a[i]);
+	}
+	(void)t;
+	return NULL;
+}
+
+static void
+phase_timeout(void)
+{
+	pthread_t th[TO_T];
+
+	PHASE("task time limits while threads submit");
+	CHECK_EQ(mp_pool_new(&pool, &(mp_pool_attr){
+				     .processes = 2,
+				     .task_timeout_ns = MP_MSEC(200) }), 0);
+	for (int t = 0; t < TO_T; t++)
+		CHECK_EQ(pthread_create(&th[t], NULL, timeout_submitter,
+					(void *)(intptr_t)t), 0);
+	for (int t = 0; t < TO_T; t++)
+		pthread_join(th[t], NULL);
+	CHECK_EQ(mp_pool_close(pool), 0);
+	CHECK_EQ(mp_pool_join(pool), 0);
+	mp_pool_free(pool);
+}
+
 int
 main(void)
 {
@@ -612,6 +731,7 @@ main(void)
 	phase_imap();
 	phase_kill();
 	phase_terminate();
+	phase_timeout();
 	mp_shm_free(sh);
 	PHASE("passed");
 	return 0;
