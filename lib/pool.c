@@ -308,10 +308,18 @@ struct mp_pool {
 /* ------------------------------------------------------------------ */
 /* Small helpers */
 
+/*
+ * The pool whose handler thread this is, set in that thread only.  Not
+ * pthread_equal(pthread_self(), p->handler): once the handler is joined,
+ * its id may be reused for a new thread of the owner, which would then be
+ * taken for the handler (join -EDEADLK, free doing nothing).
+ */
+static __thread const struct mp_pool *handler_of;
+
 static bool
 on_handler(const struct mp_pool *p)
 {
-	return pthread_equal(pthread_self(), p->handler);
+	return handler_of == p;
 }
 
 static void
@@ -1262,6 +1270,7 @@ handler_main(void *arg)
 	ck_backoff_t bo = MP__BACKOFF_INIT;
 	int64_t idle_t0 = 0;
 
+	handler_of = p;
 	for (;;) {
 		bool act = handler_round(p);
 		int64_t dl = check_timeouts(p, s->timeout_ns > 0 ?

@@ -444,6 +444,23 @@ joiner(void *arg)
 	return NULL;
 }
 
+/* A thread started after the pool was joined: not the handler, even
+ * if it reuses the handler's thread id (glibc hands a joined thread's
+ * descriptor to the next thread it creates). */
+static void *
+after_join(void *arg)
+{
+	long v = 1, out;
+
+	(void)arg;
+	CHECK_EQ(mp_pool_join(pool), 0);
+	CHECK_EQ(mp_pool_apply(pool, square, &v, sizeof(v), &out,
+			       sizeof(out)), -EINVAL);
+	CHECK_EQ(mp_pool_terminate(pool), 0);
+	CHECK_EQ(mp_pool_join(pool), 0);
+	return NULL;
+}
+
 static void
 phase_imap(void)
 {
@@ -466,6 +483,52 @@ phase_imap(void)
 	for (int t = 0; t < 2; t++)
 		pthread_join(th[t], NULL);
 	mp_pool_free(pool);
+}
+
+/* This process's mproc regions (memfd mappings). */
+static int
+regions(void)
+{
+	char line[512];
+	int n = 0;
+	FILE *f = fopen("/proc/self/maps", "r");
+
+	CHECK(f != NULL);
+	while (fgets(line, sizeof(line), f) != NULL)
+		n += strstr(line, "memfd:mproc") != NULL;
+	fclose(f);
+	return n;
+}
+
+static void *
+free_after_join(void *arg)
+{
+	(void)arg;
+	mp_pool_free(pool);
+	return NULL;
+}
+
+static void
+phase_after_join(void)
+{
+	pthread_t th;
+
+	PHASE("threads started after join are not the handler");
+	for (int round = 0; round < 3; round++) {
+		int before = regions();
+		CHECK_EQ(mp_pool_new(&pool, &(mp_pool_attr){ .processes = 1 }),
+			 0);
+		CHECK_EQ(mp_pool_close(pool), 0);
+		CHECK_EQ(mp_pool_join(pool), 0);
+		/* The next thread made may get the handler's old id. */
+		CHECK_EQ(pthread_create(&th, NULL, after_join, NULL), 0);
+		pthread_join(th, NULL);
+		CHECK_EQ(pthread_create(&th, NULL, free_after_join, NULL), 0);
+		pthread_join(th, NULL);
+		/* The free released the pool (it does nothing on the
+		 * handler thread). */
+		CHECK_EQ(regions(), before);
+	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -729,6 +792,7 @@ main(void)
 	CHECK(sh != NULL);
 	phase_callbacks();
 	phase_imap();
+	phase_after_join();
 	phase_kill();
 	phase_terminate();
 	phase_timeout();
