@@ -606,6 +606,57 @@ phase_kill(void)
 	mp_pool_free(pool);
 }
 
+/*
+ * Worker pids read while workers are replaced all the time (one task a
+ * worker): the handler resets a dead worker's slot as another thread
+ * reads the slots.
+ */
+static _Atomic int churn_done;
+
+static void *
+pid_reader(void *arg)
+{
+	pid_t pids[4];
+	long reads = 0;
+
+	(void)arg;
+	while (!atomic_load(&churn_done) || reads < 100) {
+		int n = mp_pool_workers(pool, pids, 4);
+		CHECK(n >= 0 && n <= 2);
+		for (int i = 0; i < n; i++)
+			CHECK(pids[i] > 0 && pids[i] != getpid());
+		reads++;
+	}
+	return NULL;
+}
+
+static void
+phase_churn(void)
+{
+	pthread_t th[2];
+	long in[300], out[300];
+
+	PHASE("worker pids read while workers are replaced");
+	for (long i = 0; i < 300; i++)
+		in[i] = i;
+	atomic_store(&churn_done, 0);
+	CHECK_EQ(mp_pool_new(&pool, &(mp_pool_attr){
+				     .processes = 2, .maxtasksperchild = 1 }),
+		 0);
+	for (int t = 0; t < 2; t++)
+		CHECK_EQ(pthread_create(&th[t], NULL, pid_reader, NULL), 0);
+	CHECK_EQ(mp_pool_map(pool, square, in, 300, sizeof(long), out,
+			     sizeof(long), 1), 0);
+	for (long i = 0; i < 300; i++)
+		CHECK_EQ(out[i], sq(i));
+	atomic_store(&churn_done, 1);
+	for (int t = 0; t < 2; t++)
+		pthread_join(th[t], NULL);
+	CHECK_EQ(mp_pool_close(pool), 0);
+	CHECK_EQ(mp_pool_join(pool), 0);
+	mp_pool_free(pool);
+}
+
 /* ------------------------------------------------------------------ */
 /* Phase 4: terminate while busy, from another thread and from a callback */
 
@@ -794,6 +845,7 @@ main(void)
 	phase_imap();
 	phase_after_join();
 	phase_kill();
+	phase_churn();
 	phase_terminate();
 	phase_timeout();
 	mp_shm_free(sh);
