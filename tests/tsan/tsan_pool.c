@@ -779,6 +779,105 @@ phase_terminate(void)
 }
 
 /* ------------------------------------------------------------------ */
+/* Close while threads submit; terminate from several threads at once */
+
+#define CS_MAX 3000
+static struct rec csrec[2][CS_MAX];
+static mp_async *csa[2][CS_MAX];
+static int cs_n[2];
+static _Atomic int cs_progress;
+
+static void *
+close_submitter(void *arg)
+{
+	int t = (int)(intptr_t)arg, i, rc = 0;
+
+	for (i = 0; i < CS_MAX; i++) {
+		long v = i;
+		rc = mp_pool_apply_async(pool, square, &v, sizeof(v),
+					 sizeof(long), on_ok, on_err,
+					 &csrec[t][i], &csa[t][i]);
+		if (rc != 0)
+			break;
+		atomic_fetch_add(&cs_progress, 1);
+	}
+	/* Refused once closed, and only then. */
+	CHECK(i < CS_MAX);
+	CHECK_EQ(rc, -EINVAL);
+	cs_n[t] = i;
+	return NULL;
+}
+
+static void *
+terminator(void *arg)
+{
+	(void)arg;
+	CHECK_EQ(mp_pool_terminate(pool), 0);
+	return NULL;
+}
+
+static void
+phase_close(void)
+{
+	pthread_t th[2];
+
+	PHASE("close while threads submit");
+	memset(csrec, 0, sizeof(csrec));
+	atomic_store(&cs_progress, 0);
+	CHECK_EQ(mp_pool_new(&pool, &(mp_pool_attr){ .processes = 2 }), 0);
+	for (int t = 0; t < 2; t++)
+		CHECK_EQ(pthread_create(&th[t], NULL, close_submitter,
+					(void *)(intptr_t)t), 0);
+	while (atomic_load(&cs_progress) < 200)
+		usleep(100);
+	CHECK_EQ(mp_pool_close(pool), 0);
+	for (int t = 0; t < 2; t++)
+		pthread_join(th[t], NULL);
+	CHECK_EQ(mp_pool_join(pool), 0);
+	/* Everything accepted before the close ran, callbacks once. */
+	for (int t = 0; t < 2; t++) {
+		for (int i = 0; i < cs_n[t]; i++) {
+			CHECK_EQ(mp_async_get(csa[t][i], MP_NOWAIT), 0);
+			CHECK_EQ(csrec[t][i].calls, 1);
+			CHECK_EQ(csrec[t][i].value, sq(i));
+			mp_async_free(csa[t][i]);
+		}
+	}
+	mp_pool_free(pool);
+
+	PHASE("terminate from three threads at once");
+	atomic_store(&sh->release, 0);
+	atomic_store(&sh->started, 0);
+	CHECK_EQ(mp_pool_new(&pool, &(mp_pool_attr){ .processes = 2 }), 0);
+	struct rec x[20];
+	mp_async *a[20];
+	memset(x, 0, sizeof(x));
+	for (int i = 0; i < 20; i++) {
+		long v = i;
+		CHECK_EQ(mp_pool_apply_async(pool, block_task, &v, sizeof(v),
+					     sizeof(long), on_ok, on_err, &x[i],
+					     &a[i]), 0);
+	}
+	wait_started(1);
+	for (int t = 0; t < 2; t++)
+		CHECK_EQ(pthread_create(&th[t], NULL, terminator, NULL), 0);
+	CHECK_EQ(mp_pool_terminate(pool), 0);
+	for (int t = 0; t < 2; t++)
+		pthread_join(th[t], NULL);
+	for (int i = 0; i < 20; i++) {
+		/* Every one returned after the errbacks had run. */
+		CHECK(mp_async_ready(a[i]));
+		CHECK_EQ(mp_async_get(a[i], MP_NOWAIT), -ECANCELED);
+		CHECK_EQ(x[i].calls, 1);
+		CHECK_EQ(x[i].err, -ECANCELED);
+		mp_async_free(a[i]);
+	}
+	CHECK_EQ(mp_pool_join(pool), 0);
+	mp_pool_free(pool);
+	atomic_store(&sh->release, 1);
+}
+
+/* ------------------------------------------------------------------ */
 /* Phase 5: task time limits enforced while threads submit */
 
 #define TO_T 2
@@ -847,6 +946,7 @@ main(void)
 	phase_kill();
 	phase_churn();
 	phase_terminate();
+	phase_close();
 	phase_timeout();
 	mp_shm_free(sh);
 	PHASE("passed");
