@@ -705,6 +705,21 @@ term_submitter(void *arg)
 
 static _Atomic int cb_term_rc = 1;
 
+/* Waits on a result another thread also waits on; checks its value. */
+static void *
+waiter(void *arg)
+{
+	mp_async *r = arg;
+	size_t len;
+
+	CHECK_EQ(mp_async_get(r, MP_SEC(60)), 0);
+	CHECK_EQ(mp_async_wait(r, MP_NOWAIT), 1);
+	CHECK_EQ(mp_async_successful(r), 1);
+	const long *v = mp_async_result(r, &len);
+	CHECK(v != NULL && len == sizeof(long) && *v == sq(3));
+	return NULL;
+}
+
 static void
 terminate_in_callback(mp_async *r, void *user)
 {
@@ -760,8 +775,14 @@ phase_terminate(void)
 	/* The square finishes first only if a worker is free: let one
 	 * blocking task go so that it is. */
 	wait_started(1);
+	/* Several threads wait on one result (and on the others). */
+	pthread_t w[2];
+	for (int t = 0; t < 2; t++)
+		CHECK_EQ(pthread_create(&w[t], NULL, waiter, first), 0);
 	atomic_store(&sh->release, 1);
 	CHECK_EQ(mp_async_get(first, MP_SEC(60)), 0);
+	for (int t = 0; t < 2; t++)
+		pthread_join(w[t], NULL);
 	CHECK_EQ(atomic_load(&cb_term_rc), 0);
 	for (int i = 0; i < 40; i++) {
 		int rc = mp_async_get(a[i], MP_SEC(60));

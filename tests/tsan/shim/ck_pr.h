@@ -9,10 +9,13 @@
  * generic GCC port: its read-modify-writes are __sync builtins, which TSan
  * does see, but its ck_pr_load and ck_pr_store are volatile accesses and
  * its fences __sync_synchronize(); TSan instruments volatile accesses as
- * plain ones and does not model stand-alone fences.  With it alone, every
- * "write data; ck_pr_fence_store; ck_pr_store flag" publication that mproc
- * pairs with "ck_pr_load flag; ck_pr_fence_load; read data" is reported as
- * a race on the data.
+ * plain ones and does not model stand-alone fences (gcc even warns that
+ * atomic_thread_fence "is not supported with -fsanitize=thread").  With it
+ * alone, every "write data; ck_pr_fence_store; ck_pr_store flag"
+ * publication that mproc pairs with "ck_pr_load flag; ck_pr_fence_load;
+ * read data" is reported as a race on the data; and lib/handle.c does not
+ * even build, since that port has no double-width CAS (ck_stack's mpmc
+ * pop needs one).
  *
  * What.  The same generic port (CK_F_PR is defined here, so ck's
  * gcc/ck_pr.h skips its body and the rest of ck_pr.h builds on these),
@@ -21,7 +24,10 @@
  * the fence pairs around them mean on x86 (TSO), and it lets TSan see the
  * happens-before edge each pair makes.  What TSan then cannot find is a
  * fence missing next to a ck_pr access; it still finds every plain access
- * that is not ordered by one, which is the race it exists to find.
+ * that is not ordered by one, which is the race it exists to find.  The
+ * fences stay real full fences (__sync_synchronize, as in ck's port): the
+ * sleeper handshakes (store a flag, fence, load the other's) need
+ * store-load order, which acquire and release do not give.
  */
 #ifndef MP_TSAN_CK_PR_H
 #define MP_TSAN_CK_PR_H
