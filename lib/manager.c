@@ -151,15 +151,19 @@ stopped(const mp_manager *m)
  * Lock the handle's mutex.  A child forked while another thread of its
  * parent held it would find it locked forever, so the first call in each
  * process initialises its own copy: one thread claims it (CAS on mu_pid),
- * the others wait until it is ready.
+ * the others wait until it is ready.  The fast path checks mu_ready, not
+ * mu_pid: a thread that finds the mutex claimed by another one of its
+ * process must still wait for the initialisation to end.
  */
 static void
 lock_handle(mp_manager *m)
 {
-	int pid = (int)mp__pid(), seen = ck_pr_load_int(&m->mu_pid);
+	int pid = (int)mp__pid();
 
-	if (MP__UNLIKELY(seen != pid)) {
-		if (ck_pr_cas_int(&m->mu_pid, seen, pid)) {
+	if (MP__UNLIKELY(ck_pr_load_int(&m->mu_ready) != pid)) {
+		int seen = ck_pr_load_int(&m->mu_pid);
+
+		if (seen != pid && ck_pr_cas_int(&m->mu_pid, seen, pid)) {
 			pthread_mutex_init(&m->mu, NULL);
 			/* The initialised mutex before ready; pairs below. */
 			ck_pr_fence_store();
@@ -167,8 +171,10 @@ lock_handle(mp_manager *m)
 		}
 		while (ck_pr_load_int(&m->mu_ready) != pid)
 			sched_yield();
-		ck_pr_fence_load();
 	}
+	/* Acquire: ready before the mutex it announces, whichever thread
+	 * of this process initialised it. */
+	ck_pr_fence_load();
 	pthread_mutex_lock(&m->mu);
 }
 

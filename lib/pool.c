@@ -308,10 +308,18 @@ struct mp_pool {
 /* ------------------------------------------------------------------ */
 /* Small helpers */
 
+/*
+ * The pool whose handler thread this is, set in that thread only.  Not
+ * pthread_equal(pthread_self(), p->handler): once the handler is joined,
+ * its id may be reused for a new thread of the owner, which would then be
+ * taken for the handler (join -EDEADLK, free doing nothing).
+ */
+static __thread const struct mp_pool *handler_of;
+
 static bool
 on_handler(const struct mp_pool *p)
 {
-	return pthread_equal(pthread_self(), p->handler);
+	return handler_of == p;
 }
 
 static void
@@ -785,7 +793,8 @@ slot_respawn(struct mp_pool *p, unsigned i)
 	ck_pr_store_32(&sl->wsleep, 0);
 	ck_pr_store_32(&sl->running, 0);
 	ck_pr_store_32(&sl->kill_req, 0);
-	sl->pid = 0;
+	/* mp_pool_workers may read it now, from another thread. */
+	ck_pr_store_int(&sl->pid, 0);
 	if (ck_pr_load_32(&p->s->stop) || p->term_done ||
 	    ck_pr_load_32(&p->broken)) {
 		hs->phase = H_OFF;
@@ -1262,6 +1271,7 @@ handler_main(void *arg)
 	ck_backoff_t bo = MP__BACKOFF_INIT;
 	int64_t idle_t0 = 0;
 
+	handler_of = p;
 	for (;;) {
 		bool act = handler_round(p);
 		int64_t dl = check_timeouts(p, s->timeout_ns > 0 ?
@@ -2154,7 +2164,12 @@ mp_pool_workers(mp_pool *p, pid_t *pids, size_t cap)
 		struct mp__slot *sl = &p->s->slot[i];
 		if (ck_pr_load_32(&sl->state) == MP__S_LIVE) {
 			ck_pr_fence_load();
-			pids[n++] = sl->pid;
+			/* The worker may have died since, and the handler
+			 * reset its pid to 0: never report that one (a
+			 * caller's kill(0) would hit its process group). */
+			pid_t pid = ck_pr_load_int(&sl->pid);
+			if (pid > 0)
+				pids[n++] = pid;
 		}
 	}
 	return n;
