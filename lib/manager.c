@@ -351,8 +351,16 @@ call_fd(mp_manager *m, struct mgr_req *rq, const void *k, const void *v,
 	if (stopped(m))
 		return -EPIPE;
 	lock_handle(m);
-	if ((rc = ensure_conn(m)) < 0)
+	if ((rc = ensure_conn(m)) < 0) {
+		/*
+		 * The handle was connected once (mp_manager_connect or start
+		 * succeeded), so a refused reconnect means the server is gone:
+		 * DESIGN.md's -EPIPE, whatever the socket said.
+		 */
+		if (rc == -ECONNREFUSED)
+			rc = -EPIPE;
 		goto out;
+	}
 	if ((rc = grow(&m->sbuf, &m->scap, total)) < 0)
 		goto out;
 	memcpy(m->sbuf, rq, sizeof(*rq));

@@ -946,11 +946,27 @@ T_TEST(manager, connect_by_address_with_the_authkey_only)
 	cr_assert_eq(mp_manager_connect(&m2, a.address, "k", 0), -EINVAL);
 	attr.authkey_len = 0;
 	cr_assert_eq(mp_manager_start(&m2, &attr), -EINVAL);
+	/* A client by address, connected while the server lives. */
+	mp_dict *d2;
+	cr_assert_eq(mp_manager_connect(&m2, a.address, "sesame", 6), 0);
+	cr_assert_eq(mp_manager_dict(m2, "D", &d2), 0);
+	cr_assert_eq(mp_dict_get(d2, "owner", 5, buf, sizeof(buf)), 2);
 	/* After shutdown nobody listens, and the socket file is gone. */
 	cr_assert_eq(mp_manager_shutdown(m), 0);
-	cr_assert_eq(mp_manager_connect(&m2, a.address, "sesame", 6),
+	mp_manager *m3;
+	cr_assert_eq(mp_manager_connect(&m3, a.address, "sesame", 6),
 		     -ECONNREFUSED);
 	cr_assert_neq(access(a.address + 5, F_OK), 0);
+	/*
+	 * The connected client: -EPIPE on every call, also the later ones
+	 * that try to reconnect and find the socket gone.
+	 */
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(mp_dict_get(d2, "owner", 5, buf, sizeof(buf)),
+			     -EPIPE, "call %d", i);
+	cr_assert_eq(mp_dict_set(d2, "x", 1, "y", 1), -EPIPE);
+	mp_dict_free(d2);
+	mp_manager_free(m2);
 	mp_dict_free(d);
 	mp_manager_free(m);
 }
