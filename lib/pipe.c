@@ -172,6 +172,7 @@
 #include "lib/handle.h"
 #include "lib/pipe.h"
 #include "lib/region.h"
+#include "lib/task.h"
 #include "lib/testing.h"
 
 #define PIPE_MAGIC 0x6d707069u	/* "mppi" */
@@ -194,7 +195,9 @@
 struct ring_ctl {
 	uint64_t head;		/* line 0: the producer's */
 	uint64_t send_end;	/* end of a message being streamed in */
-	uint8_t pad0[MP__CACHELINE - 16];
+	uint32_t send_tid;	/* the thread that streams it (mp__tid) */
+	uint32_t pad_tid;
+	uint8_t pad0[MP__CACHELINE - 24];
 	uint64_t tail;		/* line 1: the consumer's */
 	uint64_t msg_end;
 	uint8_t pad1[MP__CACHELINE - 16];
@@ -221,6 +224,19 @@ _Static_assert(sizeof(struct pipe_shm) % MP__CACHELINE == 0,
 
 struct pipe_local;
 
+/*
+ * A streamed message whose receive stopped at its deadline, kept by the
+ * handle that received its first part so that its next receive goes on
+ * (see "Deadlines" above).  Valid while the ring's tail is still pos and
+ * its msg_end is still the message's end.
+ */
+struct carry {
+	uint8_t *buf;		/* len bytes from malloc(); the part so far */
+	uint64_t len;		/* the message's length */
+	uint64_t start;		/* ring position of its header */
+	uint64_t pos;		/* tail when the receive stopped */
+};
+
 /* One end as this process holds it; lives in struct pipe_local. */
 struct mp_conn {
 	uint32_t magic;		/* CONN_MAGIC while open */
@@ -235,6 +251,7 @@ struct mp_conn {
 	int64_t tx_spin;	/* and the sender's (no field is shared) */
 	int fdmode;		/* mp_conn_fd was called: arm bit 1 too */
 	int gone;		/* every holder of the other end is gone */
+	struct carry *carry;	/* NULL, or a message half received here */
 };
 
 /* Both ends of one pipe in this process, and the mapping they share. */
@@ -399,8 +416,12 @@ struct waitc {
 	int64_t timeout;	/* the caller's relative timeout */
 	int64_t deadline;	/* computed at the first wait */
 	bool have_deadline;
-	bool bounded;		/* false: no deadline (mid-message) */
+	bool bounded;		/* false: no deadline (MP_FOREVER) */
+	bool in_msg;		/* W_DATA inside a streamed message */
 };
+
+/* wait_for(): the streaming sender of the message waited in is dead. */
+#define SENDER_DEAD 1
 
 static bool
 wait_ready(struct waitc *w)
@@ -463,8 +484,29 @@ spin(struct waitc *w)
 }
 
 /*
+ * Whether the thread that streams the message we stand in has died
+ * (invariant 6).  A system call (it reads /proc): once a slice, on the
+ * slow path only.  The tid is that of our message's sender as long as
+ * head has not reached the message's end, which wait_ready() re-checks
+ * after the answer: a sender that published the rest and then exited is
+ * not taken for dead.
+ */
+static bool
+sender_dead(struct waitc *w)
+{
+	pid_t tid = (pid_t)ck_pr_load_32(&w->d->send_tid);
+
+	if (tid <= 0 || mp__task_alive(tid))
+		return false;
+	/* The answer before the re-check of head. */
+	ck_pr_fence_load();
+	return !wait_ready(w);
+}
+
+/*
  * Wait until w's condition holds.  Returns 0, -EAGAIN (MP_NOWAIT),
- * -ETIMEDOUT, or -EPIPE when the peer is gone and the condition is false.
+ * -ETIMEDOUT, -EPIPE when the peer is gone and the condition is false, or
+ * SENDER_DEAD (w->in_msg only) when the message's streaming sender died.
  */
 static int
 wait_for(struct waitc *w)
@@ -473,6 +515,7 @@ wait_for(struct waitc *w)
 	uint32_t *word = w->kind == W_DATA ? &w->d->rwait : &w->d->wwait;
 	uint32_t bits = W_SLEEP;
 	bool nowait = w->bounded && w->timeout == MP_NOWAIT;
+	int64_t check_at = 0;
 	int rc;
 
 	if (w->kind == W_DATA && ck_pr_load_int(&c->fdmode))
@@ -517,10 +560,19 @@ wait_for(struct waitc *w)
 		 */
 		if (peer_gone(c))
 			return w->kind == W_DATA && wait_ready(w) ? 0 : -EPIPE;
+		int64_t now = mp__now();
+		if (w->in_msg && check_at == 0) {
+			check_at = now + SLICE;
+		} else if (w->in_msg && now >= check_at) {
+			/* A slice without a byte: is the sender still there? */
+			if (sender_dead(w))
+				return SENDER_DEAD;
+			check_at = now + SLICE;
+		}
 		uint32_t v = ck_pr_load_32(word);
 		if (!(v & W_SLEEP))
 			continue;	/* a waker cleared it: progress */
-		int64_t until = mp__now() + SLICE;
+		int64_t until = now + SLICE;
 		if (w->bounded && w->deadline < until)
 			until = w->deadline;
 		(void)mp__futex_wait(word, v, until);
@@ -539,8 +591,13 @@ wait_for(struct waitc *w)
 static void
 withdraw(struct mp_conn *c, struct ring_ctl *d, uint64_t head)
 {
-	ck_pr_store_64(&d->send_end, head);
+	/*
+	 * abort_pos before send_end: a receiver that sees the new send_end
+	 * then sees the abort too, and does not take the message for a
+	 * corrupt one (torn()).
+	 */
 	ck_pr_fas_64(&d->abort_pos, head);
+	ck_pr_store_64(&d->send_end, head);
 	/* abort_pos before rwait, as head in publish(). */
 	ck_pr_fence_atomic_load();
 	if (ck_pr_load_32(&d->rwait) != 0)
@@ -556,6 +613,12 @@ send_stream(struct mp_conn *c, struct waitc *w, uint64_t pos,
 	uint64_t quarter = c->cap / 4, off = 0;
 	int rc;
 
+	/*
+	 * Who streams (invariant 6) and where the message ends (invariant 7),
+	 * once a message; after our last publish (fas) and before this
+	 * message's first, which orders both for the receiver.
+	 */
+	ck_pr_store_32(&d->send_tid, (uint32_t)mp__tid());
 	ck_pr_store_64(&d->send_end, pos + total);
 	while (off < total) {
 		uint64_t want = total - off < quarter ? total - off : quarter;
@@ -678,17 +741,40 @@ ack_abort(struct mp_conn *c, struct ring_ctl *d, uint64_t ap)
 }
 
 /*
+ * Whether the message ending at end, which the receiver stands inside,
+ * cannot be one that a sender streams (invariant 7): head has not reached
+ * its end and no withdrawal is pending, yet send_end names another end.
+ * Only a peer that wrote over the shared memory makes that.
+ */
+static bool
+torn(struct ring_ctl *d, uint64_t end)
+{
+	uint64_t se = ck_pr_load_64(&d->send_end);
+
+	/*
+	 * send_end before abort_pos and head: withdraw() stores abort_pos
+	 * before send_end, and a sender moves send_end on to a new message
+	 * only after it published all of this one.
+	 */
+	ck_pr_fence_load();
+	if (se == end ||
+	    ck_pr_load_64(&d->abort_pos) != ck_pr_load_64(&d->abort_ack))
+		return false;
+	return diff(end, ck_pr_load_64(&d->head)) > 0;
+}
+
+/*
  * Receive the rest of a streamed message that starts at start and ends at
- * end, from position pos, into dst (NULL: discard).  Returns 0 when whole,
- * 1 when it was withdrawn, -EPIPE when its sender died mid-message.
+ * end, from position pos, into dst (NULL: discard), waiting as w says.
+ * Returns 0 when whole; 1 when it was withdrawn, by its sender or by its
+ * sender's death (invariant 6); -EAGAIN, -ETIMEDOUT or -EPIPE from the
+ * wait, with tail at the point reached; MP_ECORRUPT (invariant 7).
  */
 static int
-recv_stream(struct mp_conn *c, uint64_t start, uint64_t end, uint64_t pos,
-	    uint8_t *dst, uint64_t len)
+recv_stream(struct mp_conn *c, struct waitc *w, uint64_t start, uint64_t end,
+	    uint64_t pos, uint8_t *dst, uint64_t len)
 {
 	struct ring_ctl *d = c->rx;
-	struct waitc w = { .c = c, .d = d, .kind = W_DATA, .need = 1,
-			   .timeout = MP_FOREVER, .bounded = false };
 	int rc;
 
 	ck_pr_store_64(&d->msg_end, end);
@@ -706,8 +792,24 @@ recv_stream(struct mp_conn *c, uint64_t start, uint64_t end, uint64_t pos,
 				ack_abort(c, d, pos);
 				return 1;
 			}
-			w.pos = pos;
-			if ((rc = wait_for(&w)) < 0)
+			if (MP__UNLIKELY(torn(d, end)))
+				return MP_ECORRUPT;
+			w->pos = pos;
+			w->need = 1;
+			w->in_msg = true;
+			rc = wait_for(w);
+			w->in_msg = false;
+			if (rc == SENDER_DEAD) {
+				/*
+				 * Invariant 6: the rest never comes.  Stand at
+				 * the cut, where the next sender withdraws it.
+				 */
+				ck_pr_store_64(&d->msg_end, pos);
+				if (ck_pr_load_64(&d->tail) != pos)
+					release(c, d, pos);
+				return 1;
+			}
+			if (rc < 0)
 				return rc;
 			continue;
 		}
@@ -729,6 +831,85 @@ recv_stream(struct mp_conn *c, uint64_t start, uint64_t end, uint64_t pos,
 	return 0;
 }
 
+/* Payload bytes of a message of len bytes at start that lie before pos. */
+static uint64_t
+got_bytes(uint64_t len, uint64_t start, uint64_t pos)
+{
+	uint64_t off = pos - start;
+
+	if (diff(pos, start) <= HDR)
+		return 0;
+	return off - HDR < len ? off - HDR : len;
+}
+
+/* Forget the half-received message this handle keeps, if any. */
+static void
+carry_drop(struct mp_conn *c)
+{
+	struct carry *k = c->carry;
+
+	if (k != NULL) {
+		c->carry = NULL;
+		free(k->buf);
+		free(k);
+	}
+}
+
+/*
+ * Stream the message of len bytes at start into dst from position pos
+ * (see recv_stream()).  dst is ours (from malloc) when owned, else the
+ * caller's; k is the carry this receive goes on from (NULL: none), whose
+ * buffer already holds the first have bytes when dst is the caller's.
+ * A deadline inside the message keeps the part in the handle's carry;
+ * every other outcome consumes k, and dst when owned unless 0 is returned.
+ * Returns recv_stream()'s result.
+ */
+static int
+stream_in(struct mp_conn *c, struct waitc *w, struct carry *k,
+	  uint64_t start, uint64_t pos, uint8_t *dst, uint64_t len,
+	  bool owned, uint64_t have)
+{
+	uint64_t end = start + HDR + align8(len);
+	int rc;
+
+	if (diff(pos, start + HDR) < 0)
+		pos = start + HDR;
+	rc = recv_stream(c, w, start, end, pos, dst, len);
+	if (rc == -ETIMEDOUT || rc == -EAGAIN) {
+		uint64_t tail = ck_pr_load_64(&c->rx->tail);
+		uint64_t got = got_bytes(len, start, tail);
+
+		/* Deadlines: keep the part for this handle's next receive. */
+		if (k == NULL && (k = calloc(1, sizeof(*k))) == NULL)
+			goto lost;
+		if (owned) {
+			free(k->buf);
+			k->buf = dst;
+		} else {
+			if (k->buf == NULL) {
+				if ((k->buf = malloc(len)) == NULL)
+					goto lost;
+				have = 0;
+			}
+			memcpy(k->buf + have, dst + have, got - have);
+		}
+		k->len = len;
+		k->start = start;
+		k->pos = tail;
+		c->carry = k;
+		return rc;
+	}
+lost:
+	/* Whole (dst is the caller's now), withdrawn, or an error. */
+	if (owned && rc != 0)
+		free(dst);
+	if (k != NULL) {
+		free(k->buf);	/* NULL when dst was taken from it */
+		free(k);
+	}
+	return rc;
+}
+
 /* Whether a message at tail of total bytes was withdrawn inside itself. */
 static bool
 withdrawn(struct ring_ctl *d, uint64_t tail, uint64_t total, uint64_t *ap)
@@ -743,8 +924,9 @@ conn_recv(struct mp_conn *c, void *buf, size_t cap, void **out,
 	  int64_t timeout)
 {
 	struct ring_ctl *d;
+	struct carry *k;
 	struct waitc w;
-	uint64_t tail, len, total, ap;
+	uint64_t tail, me, len, total, ap, have;
 	uint8_t *dst;
 	int rc;
 
@@ -757,10 +939,37 @@ conn_recv(struct mp_conn *c, void *buf, size_t cap, void **out,
 			    .timeout = timeout, .bounded = true };
 again:
 	tail = ck_pr_load_64(&d->tail);
-	if (MP__UNLIKELY(diff(ck_pr_load_64(&d->msg_end), tail) > 0)) {
-		/* Invariant 5: the rest of a message a dead receiver began. */
-		rc = recv_stream(c, tail, ck_pr_load_64(&d->msg_end), tail,
-				 NULL, 0);
+	me = ck_pr_load_64(&d->msg_end);
+	if (MP__UNLIKELY(diff(me, tail) > 0)) {
+		k = c->carry;
+		if (k != NULL && k->pos == tail &&
+		    k->start + HDR + align8(k->len) == me) {
+			/* A receive of ours stopped here at its deadline. */
+			len = k->len;
+			if (out == NULL && len > cap)
+				return -EMSGSIZE;	/* all of it stays */
+			c->carry = NULL;
+			have = got_bytes(len, k->start, tail);
+			if (out != NULL) {
+				dst = k->buf;
+				k->buf = NULL;
+			} else {
+				dst = buf;
+				memcpy(dst, k->buf, have);
+			}
+			rc = stream_in(c, &w, k, k->start, tail, dst, len,
+				       out != NULL, have);
+			if (rc == 1)
+				goto again;	/* withdrawn meanwhile */
+			if (rc < 0)
+				return rc;
+			if (out != NULL)
+				*out = dst;
+			return (ssize_t)len;
+		}
+		/* Invariant 5: the rest of a message another receiver began. */
+		carry_drop(c);
+		rc = recv_stream(c, &w, tail, me, tail, NULL, 0);
 		if (rc < 0)
 			return rc;
 		goto again;
@@ -772,6 +981,7 @@ again:
 	}
 	if (MP__UNLIKELY(diff(c->rx_head, tail) < HDR)) {
 		w.pos = tail;
+		w.need = HDR;
 		if ((rc = wait_for(&w)) < 0)
 			return rc;
 		if (diff(c->rx_head, tail) < HDR) {
@@ -785,14 +995,18 @@ again:
 	if (MP__UNLIKELY(len > (uint64_t)SSIZE_MAX - 16))
 		return MP_ECORRUPT;
 	total = HDR + align8(len);
+	if (MP__UNLIKELY(total > c->cap)) {
+		if (withdrawn(d, tail, total, &ap)) {
+			ack_abort(c, d, ap);
+			goto again;
+		}
+		if (torn(d, tail + total))
+			return MP_ECORRUPT;
+	}
 	if (out != NULL) {
 		if ((dst = malloc(len > 0 ? len : 1)) == NULL)
 			return -ENOMEM;
 	} else if (MP__UNLIKELY(len > cap)) {
-		if (total > c->cap && withdrawn(d, tail, total, &ap)) {
-			ack_abort(c, d, ap);
-			goto again;
-		}
 		return -EMSGSIZE;
 	} else {
 		dst = buf;
@@ -802,14 +1016,12 @@ again:
 			ring_get(c->rxdata, c->mask, tail + HDR, dst, len);
 		release(c, d, tail + total);
 	} else {
-		rc = recv_stream(c, tail, tail + total, tail + HDR, dst, len);
-		if (rc != 0) {
-			if (out != NULL)
-				free(dst);
-			if (rc < 0)
-				return rc;
+		rc = stream_in(c, &w, NULL, tail, tail + HDR, dst, len,
+			       out != NULL, 0);
+		if (rc == 1)
 			goto again;	/* withdrawn: the next message */
-		}
+		if (rc < 0)
+			return rc;
 	}
 	if (out != NULL)
 		*out = dst;
@@ -1224,6 +1436,7 @@ mp_conn_close(mp_conn *c)
 		return;
 	pl = c->pl;
 	c->magic = CONN_DEAD;
+	carry_drop(c);
 	close(c->fd);
 	c->fd = -1;
 	/*
