@@ -9,6 +9,7 @@
  *
  *   line 0, the producer's:  head     bytes published (free-running u64)
  *                            send_end end of a message being streamed in
+ *                            send_tid the thread that streams it
  *   line 1, the consumer's:  tail     bytes consumed (free-running u64)
  *                            msg_end  end of a message being streamed out
  *   line 2, rarely written:  rwait    bit 0: a receiver sleeps on it (futex)
@@ -30,6 +31,8 @@
  * time, so that both sides copy in large pieces), and the receiver copies
  * and releases each chunk as it comes.  The receiver records msg_end
  * before it streams, so a successor knows it stands inside a message.
+ * The sender records send_tid (mp__tid()) and send_end before the first
+ * chunk: two stores a streamed message, none for a whole one.
  *
  * Withdrawal.  A sender whose timeout expires mid-stream stores
  * abort_pos = its published head and returns -ETIMEDOUT; the message was
@@ -41,6 +44,40 @@
  * first one).  A streaming sender records send_end first; a sender that
  * finds send_end beyond head knows that the previous holder of its end
  * died inside a stream, and withdraws that message before its own.
+ *
+ * A dead streaming sender (invariant 6).  If another process still holds
+ * the send end, no end of file comes, and the next sender may never come
+ * either.  So a receiver that has waited a whole slice inside a message
+ * asks whether send_tid still lives (mp__task_alive, a /proc read, once a
+ * slice).  If it is dead and head has still not moved, the rest will never
+ * come: the receiver drops the part, sets msg_end = tail = the point
+ * reached (the cut) and goes on to the next message.  It writes no
+ * producer word: the next sender finds send_end beyond head, withdraws at
+ * that same head, and the receiver, standing exactly there, acknowledges
+ * as for any withdrawal (abort_at), so that the next message starts on
+ * the aligned position after the cut.  A sender that published the rest
+ * and exited is not taken for dead: head is re-read after the answer.
+ *
+ * Deadlines.  A receive's timeout covers the whole call, a streamed
+ * message included: one inside a message whose next bytes do not come in
+ * time returns -ETIMEDOUT (-EAGAIN with MP_NOWAIT) with tail where it got
+ * to.  The part it received moves to the handle's carry (malloc'd, one a
+ * handle), and the same handle's next receive copies it out and goes on,
+ * so nothing is delivered twice or half.  The carry is valid while tail
+ * and msg_end are still what it recorded; a receive through another
+ * handle (another process, which has no carry) finds msg_end > tail and
+ * discards the rest, as after a receiver's death (invariant 5), and the
+ * carry is then stale and dropped.  A child forked while a carry exists
+ * has a copy of it and may go on instead; whichever receives first moves
+ * tail and makes the other's copy stale.
+ *
+ * Corruption (invariant 7).  Only a sender writes a stream's header, after
+ * storing send_end = its end.  A receiver inside a message (or reading a
+ * header larger than the ring) that lacks bytes while send_end names
+ * another end and no withdrawal is pending is facing a peer that wrote
+ * over the shared memory: it returns MP_ECORRUPT rather than wait for
+ * bytes no sender will write.  A forged header that agrees with send_end
+ * is indistinguishable from a slow sender: the deadline bounds it.
  *
  * Liveness.  mp_pipe() also makes an AF_UNIX stream socketpair: every
  * holder of c1 holds the first socket, every holder of c2 the second (fork
@@ -88,11 +125,11 @@
  *            if non-zero: swap word to 0 and wake (futex and/or fd byte)
  *
  * Invariants:
- *  1. Only the producer writes head, send_end and abort_pos, only the
- *     consumer tail,
- *     msg_end and abort_ack; head - tail <= C always, and head - tail >= 0
- *     except after a withdrawal, when tail (rounded up to 8) may lead head
- *     by up to 7 until the next message is published.
+ *  1. Only the producer writes head, send_end, send_tid and abort_pos,
+ *     only the consumer tail, msg_end and abort_ack; head - tail <= C
+ *     always, and head - tail >= 0 except after a withdrawal, when tail
+ *     (rounded up to 8) may lead head by up to 7 until the next message
+ *     is published.
  *  2. Bytes in [tail, head) are never overwritten: the producer writes at
  *     or beyond head, and only up to tail + C.
  *  3. No lost wake-up: the waiter's OR and the waker's index store are
@@ -109,8 +146,20 @@
  *     A peer killed by a signal wakes nobody: the sleeper's slice ends and
  *     it polls, so a blocked call notices a dead peer within 50 ms.
  *  5. Between calls tail sits on a message boundary unless msg_end > tail,
- *     which means a receiver died (or saw end of file) inside a message; the
- *     next receive then discards up to msg_end (or the withdrawal point).
+ *     which means a receiver died, saw end of file or ran out of time
+ *     inside a message; the next receive then goes on from its carry
+ *     (same handle) or discards up to msg_end (or the withdrawal point).
+ *     After a cut (6) tail sits at the cut, which the next sender's
+ *     withdrawal turns into a boundary.
+ *  6. While head < msg_end and no withdrawal is pending, send_tid is the
+ *     thread streaming that message: a new stream stores it only after
+ *     its predecessor was published whole.  So a dead send_tid, with head
+ *     re-read after the answer, means the rest of the message never comes.
+ *  7. While head < msg_end and no withdrawal is pending, send_end ==
+ *     msg_end: the sender stored it before the header, and moves it only
+ *     at a new stream (after publishing all of this one) or in withdraw(),
+ *     which stores abort_pos first.  A receiver that finds otherwise
+ *     reports MP_ECORRUPT.
  *
  * Export and import (internal, for the Manager).  mp__pipe_export() makes
  * a duplex pipe whose memfd stays open, keeps end c1 in the caller and
@@ -138,9 +187,16 @@
  *  - Sender, mid-stream of a large message: the receiver has part of it;
  *    it waits, then sees the peer gone (POLLHUP, within a slice), drops
  *    the part and returns -EPIPE once nothing else is left.  If another
- *    process still holds the sending end, the receiver waits; that
- *    holder's next send sees send_end > head and withdraws the half
- *    message first, so the receiver skips it and nothing is misparsed.
+ *    process still holds the sending end, the receiver finds send_tid
+ *    dead after a slice or two and cuts (6), or its deadline ends the
+ *    call first; and that holder's next send sees send_end > head and
+ *    withdraws the half message, so the receiver skips what is left of
+ *    it (or acknowledges at the cut) and nothing is misparsed.
+ *  - Sender, between storing send_tid/send_end and its first chunk: no
+ *    receiver stands in that message; the next sender withdraws it.
+ *  - Sender in withdraw(), between abort_pos and send_end: the abort is
+ *    pending and send_end still beyond head, so the next sender withdraws
+ *    again at the same head (idempotent).
  *  - Sender, after the head store, before the wake: the receiver was
  *    spinning (sees it) or sleeping with a bit set; then it wakes at the
  *    end of its slice, finds the data, and later sees EOF.
@@ -149,7 +205,8 @@
  *  - Receiver, mid-stream: msg_end > tail marks the stream; a later
  *    receiver discards the rest of that message (already half delivered
  *    to a dead process) and goes on.  The sender, blocked on a full ring,
- *    sees the receive end gone and gets -EPIPE.
+ *    sees the receive end gone and gets -EPIPE.  Killed while cutting
+ *    (between msg_end and tail): msg_end > tail, discarded as above.
  *  - Any process, with a bit set in rwait or wwait: one spurious wake.
  *  - Any process: its fds close, so liveness is exact for every death;
  *    the memfd pages go with the last mapping.
@@ -416,7 +473,6 @@ struct waitc {
 	int64_t timeout;	/* the caller's relative timeout */
 	int64_t deadline;	/* computed at the first wait */
 	bool have_deadline;
-	bool bounded;		/* false: no deadline (MP_FOREVER) */
 	bool in_msg;		/* W_DATA inside a streamed message */
 };
 
@@ -514,7 +570,7 @@ wait_for(struct waitc *w)
 	struct mp_conn *c = w->c;
 	uint32_t *word = w->kind == W_DATA ? &w->d->rwait : &w->d->wwait;
 	uint32_t bits = W_SLEEP;
-	bool nowait = w->bounded && w->timeout == MP_NOWAIT;
+	bool nowait = w->timeout == MP_NOWAIT;
 	int64_t check_at = 0;
 	int rc;
 
@@ -535,7 +591,7 @@ wait_for(struct waitc *w)
 		drain(c->fd);
 		return wait_ready(w) ? 0 : -EAGAIN;
 	}
-	if (w->bounded && !w->have_deadline) {
+	if (!w->have_deadline) {
 		if ((rc = mp__deadline(w->timeout, &w->deadline)) < 0)
 			return rc;
 		w->have_deadline = true;
@@ -573,12 +629,12 @@ wait_for(struct waitc *w)
 		if (!(v & W_SLEEP))
 			continue;	/* a waker cleared it: progress */
 		int64_t until = now + SLICE;
-		if (w->bounded && w->deadline < until)
+		if (w->deadline < until)
 			until = w->deadline;
 		(void)mp__futex_wait(word, v, until);
 		if (wait_ready(w))
 			return 0;
-		if (w->bounded && w->deadline != MP__NEVER &&
+		if (w->deadline != MP__NEVER &&
 		    mp__now() >= w->deadline)
 			return -ETIMEDOUT;
 	}
@@ -690,8 +746,7 @@ conn_send(struct mp_conn *c, const void *msg, size_t len, int64_t timeout)
 					 ck_pr_load_64(&d->abort_ack))) {
 			struct waitc w = { .c = c, .d = d, .kind = W_SPACE,
 					   .pos = pos, .need = total,
-					   .timeout = timeout,
-					   .bounded = true };
+					   .timeout = timeout };
 			int rc = wait_for(&w);
 			if (rc < 0)
 				return rc;
@@ -704,7 +759,7 @@ conn_send(struct mp_conn *c, const void *msg, size_t len, int64_t timeout)
 		return 0;
 	}
 	struct waitc w = { .c = c, .d = d, .kind = W_SPACE,
-			   .timeout = timeout, .bounded = true };
+			   .timeout = timeout };
 	if (ck_pr_load_64(&d->abort_pos) != ck_pr_load_64(&d->abort_ack)) {
 		w.pos = pos;
 		w.need = HDR;
@@ -936,7 +991,7 @@ conn_recv(struct mp_conn *c, void *buf, size_t cap, void **out,
 		return -EBADF;
 	/* One deadline for the whole call, however often it starts over. */
 	w = (struct waitc){ .c = c, .d = d, .kind = W_DATA, .need = HDR,
-			    .timeout = timeout, .bounded = true };
+			    .timeout = timeout };
 again:
 	tail = ck_pr_load_64(&d->tail);
 	me = ck_pr_load_64(&d->msg_end);
@@ -1088,7 +1143,7 @@ mp_conn_poll(mp_conn *c, int64_t timeout_ns)
 	struct waitc w = {
 		.c = c, .d = d, .kind = W_DATA, .pos = tail,
 		.need = diff(ck_pr_load_64(&d->msg_end), tail) > 0 ? 1 : HDR,
-		.timeout = timeout_ns, .bounded = true,
+		.timeout = timeout_ns,
 	};
 	rc = wait_for(&w);
 	if (rc == 0 || rc == -EPIPE)
