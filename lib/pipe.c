@@ -288,7 +288,7 @@ struct pipe_local;
  * its msg_end is still the message's end.
  */
 struct carry {
-	uint8_t *buf;		/* len bytes from malloc(); the part so far */
+	uint8_t *buf;		/* len bytes (malloc): the part so far */
 	uint64_t len;		/* the message's length */
 	uint64_t start;		/* ring position of its header */
 	uint64_t pos;		/* tail when the receive stopped */
