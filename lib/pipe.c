@@ -159,7 +159,7 @@
  *     msg_end: the sender stored it before the header, and moves it only
  *     at a new stream (after publishing all of this one) or in withdraw(),
  *     which stores abort_pos first.  A receiver that finds otherwise
- *     reports MP_ECORRUPT.
+ *     reports MP_ECORRUPT, as one that finds head - tail > C (1).
  *
  * Export and import (internal, for the Manager).  mp__pipe_export() makes
  * a duplex pipe whose memfd stays open, keeps end c1 in the caller and
@@ -797,14 +797,15 @@ ack_abort(struct mp_conn *c, struct ring_ctl *d, uint64_t ap)
 
 /*
  * Whether the message ending at end, which the receiver stands inside,
- * cannot be one that a sender streams (invariant 7): head has not reached
- * its end and no withdrawal is pending, yet send_end names another end.
- * Only a peer that wrote over the shared memory makes that.
+ * cannot be one that a sender streams: more than a ring's worth is
+ * published (invariant 1), or head has not reached its end and no
+ * withdrawal is pending, yet send_end names another end (invariant 7).
+ * Only a peer that wrote over the shared memory makes either.
  */
 static bool
-torn(struct ring_ctl *d, uint64_t end)
+torn(struct mp_conn *c, struct ring_ctl *d, uint64_t end)
 {
-	uint64_t se = ck_pr_load_64(&d->send_end);
+	uint64_t se = ck_pr_load_64(&d->send_end), head;
 
 	/*
 	 * send_end before abort_pos and head: withdraw() stores abort_pos
@@ -812,10 +813,13 @@ torn(struct ring_ctl *d, uint64_t end)
 	 * only after it published all of this one.
 	 */
 	ck_pr_fence_load();
+	head = ck_pr_load_64(&d->head);
+	if (diff(head, ck_pr_load_64(&d->tail)) > (int64_t)c->cap)
+		return true;
 	if (se == end ||
 	    ck_pr_load_64(&d->abort_pos) != ck_pr_load_64(&d->abort_ack))
 		return false;
-	return diff(end, ck_pr_load_64(&d->head)) > 0;
+	return diff(end, head) > 0;
 }
 
 /*
@@ -847,7 +851,7 @@ recv_stream(struct mp_conn *c, struct waitc *w, uint64_t start, uint64_t end,
 				ack_abort(c, d, pos);
 				return 1;
 			}
-			if (MP__UNLIKELY(torn(d, end)))
+			if (MP__UNLIKELY(torn(c, d, end)))
 				return MP_ECORRUPT;
 			w->pos = pos;
 			w->need = 1;
@@ -1055,7 +1059,7 @@ again:
 			ack_abort(c, d, ap);
 			goto again;
 		}
-		if (torn(d, tail + total))
+		if (torn(c, d, tail + total))
 			return MP_ECORRUPT;
 	}
 	if (out != NULL) {
