@@ -69,7 +69,10 @@
  * discards the rest, as after a receiver's death (invariant 5), and the
  * carry is then stale and dropped.  A child forked while a carry exists
  * has a copy of it and may go on instead; whichever receives first moves
- * tail and makes the other's copy stale.
+ * tail and makes the other's copy stale.  mp_conn_recv_alloc() takes a
+ * ring's worth for a streamed message and grows it (realloc) as bytes
+ * arrive, so that an announced length costs memory only once its bytes
+ * come; -ENOMEM while growing keeps the part as a deadline does.
  *
  * Corruption (invariant 7).  Only a sender writes a stream's header, after
  * storing send_end = its end.  A receiver inside a message (or reading a
@@ -288,7 +291,8 @@ struct pipe_local;
  * its msg_end is still the message's end.
  */
 struct carry {
-	uint8_t *buf;		/* len bytes (malloc): the part so far */
+	uint8_t *buf;		/* from malloc(): the part so far */
+	uint64_t size;		/* bytes at buf */
 	uint64_t len;		/* the message's length */
 	uint64_t start;		/* ring position of its header */
 	uint64_t pos;		/* tail when the receive stopped */
@@ -823,15 +827,49 @@ torn(struct mp_conn *c, struct ring_ctl *d, uint64_t end)
 }
 
 /*
- * Receive the rest of a streamed message that starts at start and ends at
- * end, from position pos, into dst (NULL: discard), waiting as w says.
- * Returns 0 when whole; 1 when it was withdrawn, by its sender or by its
- * sender's death (invariant 6); -EAGAIN, -ETIMEDOUT or -EPIPE from the
- * wait, with tail at the point reached; MP_ECORRUPT (invariant 7).
+ * Where a streamed message's payload goes: the caller's buffer (size >=
+ * the message), or ours from malloc(), grown as bytes arrive, so that a
+ * length a peer announces costs memory only once its bytes come.
+ */
+struct sink {
+	uint8_t *p;		/* NULL: discard */
+	uint64_t size;		/* bytes at p */
+	bool grow;		/* ours: realloc() up to the message length */
+};
+
+/* Make room in s for the first need bytes of a message of len bytes. */
+static int
+sink_room(struct sink *s, uint64_t need, uint64_t len)
+{
+	uint64_t size = s->size * 2;
+	uint8_t *p;
+
+	if (need <= s->size)
+		return 0;
+	if (!s->grow)
+		return MP_ECORRUPT;	/* the caller's buffer holds len */
+	if (size < need)
+		size = need;
+	if (size > len)
+		size = len;
+	if ((p = realloc(s->p, size)) == NULL)
+		return -ENOMEM;
+	s->p = p;
+	s->size = size;
+	return 0;
+}
+
+/*
+ * Receive the rest of a streamed message of len bytes that starts at
+ * start and ends at end, from position pos, into s (NULL: discard),
+ * waiting as w says.  Returns 0 when whole; 1 when it was withdrawn, by
+ * its sender or by its sender's death (invariant 6); -EAGAIN, -ETIMEDOUT
+ * or -EPIPE from the wait, or -ENOMEM from growing s, with tail at the
+ * point reached; MP_ECORRUPT (invariants 1 and 7).
  */
 static int
 recv_stream(struct mp_conn *c, struct waitc *w, uint64_t start, uint64_t end,
-	    uint64_t pos, uint8_t *dst, uint64_t len)
+	    uint64_t pos, struct sink *s, uint64_t len)
 {
 	struct ring_ctl *d = c->rx;
 	int rc;
@@ -876,12 +914,14 @@ recv_stream(struct mp_conn *c, struct waitc *w, uint64_t start, uint64_t end,
 				     ? (uint64_t)avail
 				     : (uint64_t)diff(end, pos);
 		uint64_t off = pos - start; /* >= HDR */
-		if (dst != NULL && off - HDR < len) {
+		if (s != NULL && off - HDR < len) {
 			uint64_t stop = off + n - HDR;
 
 			if (stop > len)
 				stop = len;
-			ring_get(c->rxdata, c->mask, pos, dst + (off - HDR),
+			if ((rc = sink_room(s, stop, len)) < 0)
+				return rc;
+			ring_get(c->rxdata, c->mask, pos, s->p + (off - HDR),
 				 (size_t)(stop - (off - HDR)));
 		}
 		pos += n;
@@ -915,42 +955,45 @@ carry_drop(struct mp_conn *c)
 }
 
 /*
- * Stream the message of len bytes at start into dst from position pos
- * (see recv_stream()).  dst is ours (from malloc) when owned, else the
- * caller's; k is the carry this receive goes on from (NULL: none), whose
- * buffer already holds the first have bytes when dst is the caller's.
- * A deadline inside the message keeps the part in the handle's carry;
- * every other outcome consumes k, and dst when owned unless 0 is returned.
- * Returns recv_stream()'s result.
+ * Stream the message of len bytes at start into s from position pos (see
+ * recv_stream()).  k is the carry this receive goes on from (NULL: none);
+ * when s is the caller's buffer, k's buffer holds the first have bytes.
+ * A deadline (or -ENOMEM) inside the message keeps the part in the
+ * handle's carry; every other outcome consumes k, and s when it is ours
+ * unless 0 is returned.  Returns recv_stream()'s result.
  */
 static int
 stream_in(struct mp_conn *c, struct waitc *w, struct carry *k,
-	  uint64_t start, uint64_t pos, uint8_t *dst, uint64_t len,
-	  bool owned, uint64_t have)
+	  uint64_t start, uint64_t pos, struct sink *s, uint64_t len,
+	  uint64_t have)
 {
 	uint64_t end = start + HDR + align8(len);
 	int rc;
 
 	if (diff(pos, start + HDR) < 0)
 		pos = start + HDR;
-	rc = recv_stream(c, w, start, end, pos, dst, len);
-	if (rc == -ETIMEDOUT || rc == -EAGAIN) {
+	rc = recv_stream(c, w, start, end, pos, s, len);
+	if (rc == -ETIMEDOUT || rc == -EAGAIN || rc == -ENOMEM) {
 		uint64_t tail = ck_pr_load_64(&c->rx->tail);
 		uint64_t got = got_bytes(len, start, tail);
 
 		/* Deadlines: keep the part for this handle's next receive. */
 		if (k == NULL && (k = calloc(1, sizeof(*k))) == NULL)
 			goto lost;
-		if (owned) {
+		if (s->grow) {
 			free(k->buf);
-			k->buf = dst;
-		} else {
-			if (k->buf == NULL) {
-				if ((k->buf = malloc(len)) == NULL)
+			k->buf = s->p;
+			k->size = s->size;
+		} else if (got > have) {
+			if (got > k->size) {
+				uint8_t *p = realloc(k->buf, got);
+
+				if (p == NULL)
 					goto lost;
-				have = 0;
+				k->buf = p;
+				k->size = got;
 			}
-			memcpy(k->buf + have, dst + have, got - have);
+			memcpy(k->buf + have, s->p + have, got - have);
 		}
 		k->len = len;
 		k->start = start;
@@ -959,11 +1002,11 @@ stream_in(struct mp_conn *c, struct waitc *w, struct carry *k,
 		return rc;
 	}
 lost:
-	/* Whole (dst is the caller's now), withdrawn, or an error. */
-	if (owned && rc != 0)
-		free(dst);
+	/* Whole (s holds it), withdrawn, or an error. */
+	if (s->grow && rc != 0)
+		free(s->p);
 	if (k != NULL) {
-		free(k->buf);	/* NULL when dst was taken from it */
+		free(k->buf);	/* NULL when s took it over */
 		free(k);
 	}
 	return rc;
@@ -985,6 +1028,7 @@ conn_recv(struct mp_conn *c, void *buf, size_t cap, void **out,
 	struct ring_ctl *d;
 	struct carry *k;
 	struct waitc w;
+	struct sink s;
 	uint64_t tail, me, len, total, ap, have;
 	uint8_t *dst;
 	int rc;
@@ -1010,20 +1054,23 @@ again:
 			c->carry = NULL;
 			have = got_bytes(len, k->start, tail);
 			if (out != NULL) {
-				dst = k->buf;
+				s = (struct sink){ k->buf, k->size, true };
 				k->buf = NULL;
+				k->size = 0;
+				have = 0;
 			} else {
-				dst = buf;
-				memcpy(dst, k->buf, have);
+				s = (struct sink){ buf, len, false };
+				if (have > 0)
+					memcpy(buf, k->buf, have);
 			}
-			rc = stream_in(c, &w, k, k->start, tail, dst, len,
-				       out != NULL, have);
+			rc = stream_in(c, &w, k, k->start, tail, &s, len,
+				       have);
 			if (rc == 1)
 				goto again;	/* withdrawn meanwhile */
 			if (rc < 0)
 				return rc;
 			if (out != NULL)
-				*out = dst;
+				*out = s.p;
 			return (ssize_t)len;
 		}
 		/* Invariant 5: the rest of a message another receiver began. */
@@ -1054,36 +1101,49 @@ again:
 	if (MP__UNLIKELY(len > (uint64_t)SSIZE_MAX - 16))
 		return MP_ECORRUPT;
 	total = HDR + align8(len);
-	if (MP__UNLIKELY(total > c->cap)) {
-		if (withdrawn(d, tail, total, &ap)) {
-			ack_abort(c, d, ap);
-			goto again;
-		}
-		if (torn(c, d, tail + total))
-			return MP_ECORRUPT;
-	}
-	if (out != NULL) {
-		if ((dst = malloc(len > 0 ? len : 1)) == NULL)
-			return -ENOMEM;
-	} else if (MP__UNLIKELY(len > cap)) {
-		return -EMSGSIZE;
-	} else {
-		dst = buf;
-	}
 	if (MP__LIKELY(total <= c->cap)) {
+		if (out != NULL) {
+			if ((dst = malloc(len > 0 ? len : 1)) == NULL)
+				return -ENOMEM;
+		} else if (MP__UNLIKELY(len > cap)) {
+			return -EMSGSIZE;
+		} else {
+			dst = buf;
+		}
 		if (len > 0)
 			ring_get(c->rxdata, c->mask, tail + HDR, dst, len);
 		release(c, d, tail + total);
-	} else {
-		rc = stream_in(c, &w, NULL, tail, tail + HDR, dst, len,
-			       out != NULL, 0);
-		if (rc == 1)
-			goto again;	/* withdrawn: the next message */
-		if (rc < 0)
-			return rc;
+		if (out != NULL)
+			*out = dst;
+		return (ssize_t)len;
 	}
+	/* Larger than the ring: it streams. */
+	if (withdrawn(d, tail, total, &ap)) {
+		ack_abort(c, d, ap);
+		goto again;
+	}
+	if (torn(c, d, tail + total))
+		return MP_ECORRUPT;
+	if (out != NULL) {
+		/* A ring's worth now, the rest as it comes (sink_room()). */
+		uint64_t first = len < c->cap ? len : c->cap;
+
+		if ((s.p = malloc(first)) == NULL)
+			return -ENOMEM;
+		s.size = first;
+		s.grow = true;
+	} else if (MP__UNLIKELY(len > cap)) {
+		return -EMSGSIZE;
+	} else {
+		s = (struct sink){ buf, len, false };
+	}
+	rc = stream_in(c, &w, NULL, tail, tail + HDR, &s, len, 0);
+	if (rc == 1)
+		goto again;	/* withdrawn: the next message */
+	if (rc < 0)
+		return rc;
 	if (out != NULL)
-		*out = dst;
+		*out = s.p;
 	return (ssize_t)len;
 }
 
