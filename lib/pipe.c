@@ -9,6 +9,7 @@
  *
  *   line 0, the producer's:  head     bytes published (free-running u64)
  *                            send_end end of a message being streamed in
+ *                            send_tid the thread that streams it
  *   line 1, the consumer's:  tail     bytes consumed (free-running u64)
  *                            msg_end  end of a message being streamed out
  *   line 2, rarely written:  rwait    bit 0: a receiver sleeps on it (futex)
@@ -30,6 +31,8 @@
  * time, so that both sides copy in large pieces), and the receiver copies
  * and releases each chunk as it comes.  The receiver records msg_end
  * before it streams, so a successor knows it stands inside a message.
+ * The sender records send_tid (mp__tid()) and send_end before the first
+ * chunk: two stores a streamed message, none for a whole one.
  *
  * Withdrawal.  A sender whose timeout expires mid-stream stores
  * abort_pos = its published head and returns -ETIMEDOUT; the message was
@@ -41,6 +44,43 @@
  * first one).  A streaming sender records send_end first; a sender that
  * finds send_end beyond head knows that the previous holder of its end
  * died inside a stream, and withdraws that message before its own.
+ *
+ * A dead streaming sender (invariant 6).  If another process still holds
+ * the send end, no end of file comes, and the next sender may never come
+ * either.  So a receiver that has waited a whole slice inside a message
+ * asks whether send_tid still lives (mp__task_alive, a /proc read, once a
+ * slice).  If it is dead and head has still not moved, the rest will never
+ * come: the receiver drops the part, sets msg_end = tail = the point
+ * reached (the cut) and goes on to the next message.  It writes no
+ * producer word: the next sender finds send_end beyond head, withdraws at
+ * that same head, and the receiver, standing exactly there, acknowledges
+ * as for any withdrawal (abort_at), so that the next message starts on
+ * the aligned position after the cut.  A sender that published the rest
+ * and exited is not taken for dead: head is re-read after the answer.
+ *
+ * Deadlines.  A receive's timeout covers the whole call, a streamed
+ * message included: one inside a message whose next bytes do not come in
+ * time returns -ETIMEDOUT (-EAGAIN with MP_NOWAIT) with tail where it got
+ * to.  The part it received moves to the handle's carry (malloc'd, one a
+ * handle), and the same handle's next receive copies it out and goes on,
+ * so nothing is delivered twice or half.  The carry is valid while tail
+ * and msg_end are still what it recorded; a receive through another
+ * handle (another process, which has no carry) finds msg_end > tail and
+ * discards the rest, as after a receiver's death (invariant 5), and the
+ * carry is then stale and dropped.  A child forked while a carry exists
+ * has a copy of it and may go on instead; whichever receives first moves
+ * tail and makes the other's copy stale.  mp_conn_recv_alloc() takes a
+ * ring's worth for a streamed message and grows it (realloc) as bytes
+ * arrive, so that an announced length costs memory only once its bytes
+ * come; -ENOMEM while growing keeps the part as a deadline does.
+ *
+ * Corruption (invariant 7).  Only a sender writes a stream's header, after
+ * storing send_end = its end.  A receiver inside a message (or reading a
+ * header larger than the ring) that lacks bytes while send_end names
+ * another end and no withdrawal is pending is facing a peer that wrote
+ * over the shared memory: it returns MP_ECORRUPT rather than wait for
+ * bytes no sender will write.  A forged header that agrees with send_end
+ * is indistinguishable from a slow sender: the deadline bounds it.
  *
  * Liveness.  mp_pipe() also makes an AF_UNIX stream socketpair: every
  * holder of c1 holds the first socket, every holder of c2 the second (fork
@@ -88,11 +128,11 @@
  *            if non-zero: swap word to 0 and wake (futex and/or fd byte)
  *
  * Invariants:
- *  1. Only the producer writes head, send_end and abort_pos, only the
- *     consumer tail,
- *     msg_end and abort_ack; head - tail <= C always, and head - tail >= 0
- *     except after a withdrawal, when tail (rounded up to 8) may lead head
- *     by up to 7 until the next message is published.
+ *  1. Only the producer writes head, send_end, send_tid and abort_pos,
+ *     only the consumer tail, msg_end and abort_ack; head - tail <= C
+ *     always, and head - tail >= 0 except after a withdrawal, when tail
+ *     (rounded up to 8) may lead head by up to 7 until the next message
+ *     is published.
  *  2. Bytes in [tail, head) are never overwritten: the producer writes at
  *     or beyond head, and only up to tail + C.
  *  3. No lost wake-up: the waiter's OR and the waker's index store are
@@ -109,8 +149,20 @@
  *     A peer killed by a signal wakes nobody: the sleeper's slice ends and
  *     it polls, so a blocked call notices a dead peer within 50 ms.
  *  5. Between calls tail sits on a message boundary unless msg_end > tail,
- *     which means a receiver died (or saw end of file) inside a message; the
- *     next receive then discards up to msg_end (or the withdrawal point).
+ *     which means a receiver died, saw end of file or ran out of time
+ *     inside a message; the next receive then goes on from its carry
+ *     (same handle) or discards up to msg_end (or the withdrawal point).
+ *     After a cut (6) tail sits at the cut, which the next sender's
+ *     withdrawal turns into a boundary.
+ *  6. While head < msg_end and no withdrawal is pending, send_tid is the
+ *     thread streaming that message: a new stream stores it only after
+ *     its predecessor was published whole.  So a dead send_tid, with head
+ *     re-read after the answer, means the rest of the message never comes.
+ *  7. While head < msg_end and no withdrawal is pending, send_end ==
+ *     msg_end: the sender stored it before the header, and moves it only
+ *     at a new stream (after publishing all of this one) or in withdraw(),
+ *     which stores abort_pos first.  A receiver that finds otherwise
+ *     reports MP_ECORRUPT, as one that finds head - tail > C (1).
  *
  * Export and import (internal, for the Manager).  mp__pipe_export() makes
  * a duplex pipe whose memfd stays open, keeps end c1 in the caller and
@@ -138,9 +190,16 @@
  *  - Sender, mid-stream of a large message: the receiver has part of it;
  *    it waits, then sees the peer gone (POLLHUP, within a slice), drops
  *    the part and returns -EPIPE once nothing else is left.  If another
- *    process still holds the sending end, the receiver waits; that
- *    holder's next send sees send_end > head and withdraws the half
- *    message first, so the receiver skips it and nothing is misparsed.
+ *    process still holds the sending end, the receiver finds send_tid
+ *    dead after a slice or two and cuts (6), or its deadline ends the
+ *    call first; and that holder's next send sees send_end > head and
+ *    withdraws the half message, so the receiver skips what is left of
+ *    it (or acknowledges at the cut) and nothing is misparsed.
+ *  - Sender, between storing send_tid/send_end and its first chunk: no
+ *    receiver stands in that message; the next sender withdraws it.
+ *  - Sender in withdraw(), between abort_pos and send_end: the abort is
+ *    pending and send_end still beyond head, so the next sender withdraws
+ *    again at the same head (idempotent).
  *  - Sender, after the head store, before the wake: the receiver was
  *    spinning (sees it) or sleeping with a bit set; then it wakes at the
  *    end of its slice, finds the data, and later sees EOF.
@@ -149,7 +208,8 @@
  *  - Receiver, mid-stream: msg_end > tail marks the stream; a later
  *    receiver discards the rest of that message (already half delivered
  *    to a dead process) and goes on.  The sender, blocked on a full ring,
- *    sees the receive end gone and gets -EPIPE.
+ *    sees the receive end gone and gets -EPIPE.  Killed while cutting
+ *    (between msg_end and tail): msg_end > tail, discarded as above.
  *  - Any process, with a bit set in rwait or wwait: one spurious wake.
  *  - Any process: its fds close, so liveness is exact for every death;
  *    the memfd pages go with the last mapping.
@@ -172,6 +232,7 @@
 #include "lib/handle.h"
 #include "lib/pipe.h"
 #include "lib/region.h"
+#include "lib/task.h"
 #include "lib/testing.h"
 
 #define PIPE_MAGIC 0x6d707069u	/* "mppi" */
@@ -194,7 +255,9 @@
 struct ring_ctl {
 	uint64_t head;		/* line 0: the producer's */
 	uint64_t send_end;	/* end of a message being streamed in */
-	uint8_t pad0[MP__CACHELINE - 16];
+	uint32_t send_tid;	/* the thread that streams it (mp__tid) */
+	uint32_t pad_tid;
+	uint8_t pad0[MP__CACHELINE - 24];
 	uint64_t tail;		/* line 1: the consumer's */
 	uint64_t msg_end;
 	uint8_t pad1[MP__CACHELINE - 16];
@@ -221,6 +284,20 @@ _Static_assert(sizeof(struct pipe_shm) % MP__CACHELINE == 0,
 
 struct pipe_local;
 
+/*
+ * A streamed message whose receive stopped at its deadline, kept by the
+ * handle that received its first part so that its next receive goes on
+ * (see "Deadlines" above).  Valid while the ring's tail is still pos and
+ * its msg_end is still the message's end.
+ */
+struct carry {
+	uint8_t *buf;		/* from malloc(): the part so far */
+	uint64_t size;		/* bytes at buf */
+	uint64_t len;		/* the message's length */
+	uint64_t start;		/* ring position of its header */
+	uint64_t pos;		/* tail when the receive stopped */
+};
+
 /* One end as this process holds it; lives in struct pipe_local. */
 struct mp_conn {
 	uint32_t magic;		/* CONN_MAGIC while open */
@@ -235,6 +312,7 @@ struct mp_conn {
 	int64_t tx_spin;	/* and the sender's (no field is shared) */
 	int fdmode;		/* mp_conn_fd was called: arm bit 1 too */
 	int gone;		/* every holder of the other end is gone */
+	struct carry *carry;	/* NULL, or a message half received here */
 };
 
 /* Both ends of one pipe in this process, and the mapping they share. */
@@ -399,8 +477,11 @@ struct waitc {
 	int64_t timeout;	/* the caller's relative timeout */
 	int64_t deadline;	/* computed at the first wait */
 	bool have_deadline;
-	bool bounded;		/* false: no deadline (mid-message) */
+	bool in_msg;		/* W_DATA inside a streamed message */
 };
+
+/* wait_for(): the streaming sender of the message waited in is dead. */
+#define SENDER_DEAD 1
 
 static bool
 wait_ready(struct waitc *w)
@@ -463,8 +544,29 @@ spin(struct waitc *w)
 }
 
 /*
+ * Whether the thread that streams the message we stand in has died
+ * (invariant 6).  A system call (it reads /proc): once a slice, on the
+ * slow path only.  The tid is that of our message's sender as long as
+ * head has not reached the message's end, which wait_ready() re-checks
+ * after the answer: a sender that published the rest and then exited is
+ * not taken for dead.
+ */
+static bool
+sender_dead(struct waitc *w)
+{
+	pid_t tid = (pid_t)ck_pr_load_32(&w->d->send_tid);
+
+	if (tid <= 0 || mp__task_alive(tid))
+		return false;
+	/* The answer before the re-check of head. */
+	ck_pr_fence_load();
+	return !wait_ready(w);
+}
+
+/*
  * Wait until w's condition holds.  Returns 0, -EAGAIN (MP_NOWAIT),
- * -ETIMEDOUT, or -EPIPE when the peer is gone and the condition is false.
+ * -ETIMEDOUT, -EPIPE when the peer is gone and the condition is false, or
+ * SENDER_DEAD (w->in_msg only) when the message's streaming sender died.
  */
 static int
 wait_for(struct waitc *w)
@@ -472,7 +574,8 @@ wait_for(struct waitc *w)
 	struct mp_conn *c = w->c;
 	uint32_t *word = w->kind == W_DATA ? &w->d->rwait : &w->d->wwait;
 	uint32_t bits = W_SLEEP;
-	bool nowait = w->bounded && w->timeout == MP_NOWAIT;
+	bool nowait = w->timeout == MP_NOWAIT;
+	int64_t check_at = 0;
 	int rc;
 
 	if (w->kind == W_DATA && ck_pr_load_int(&c->fdmode))
@@ -492,7 +595,7 @@ wait_for(struct waitc *w)
 		drain(c->fd);
 		return wait_ready(w) ? 0 : -EAGAIN;
 	}
-	if (w->bounded && !w->have_deadline) {
+	if (!w->have_deadline) {
 		if ((rc = mp__deadline(w->timeout, &w->deadline)) < 0)
 			return rc;
 		w->have_deadline = true;
@@ -517,16 +620,25 @@ wait_for(struct waitc *w)
 		 */
 		if (peer_gone(c))
 			return w->kind == W_DATA && wait_ready(w) ? 0 : -EPIPE;
+		int64_t now = mp__now();
+		if (w->in_msg && check_at == 0) {
+			check_at = now + SLICE;
+		} else if (w->in_msg && now >= check_at) {
+			/* A slice without a byte: is the sender still there? */
+			if (sender_dead(w))
+				return SENDER_DEAD;
+			check_at = now + SLICE;
+		}
 		uint32_t v = ck_pr_load_32(word);
 		if (!(v & W_SLEEP))
 			continue;	/* a waker cleared it: progress */
-		int64_t until = mp__now() + SLICE;
-		if (w->bounded && w->deadline < until)
+		int64_t until = now + SLICE;
+		if (w->deadline < until)
 			until = w->deadline;
 		(void)mp__futex_wait(word, v, until);
 		if (wait_ready(w))
 			return 0;
-		if (w->bounded && w->deadline != MP__NEVER &&
+		if (w->deadline != MP__NEVER &&
 		    mp__now() >= w->deadline)
 			return -ETIMEDOUT;
 	}
@@ -539,8 +651,13 @@ wait_for(struct waitc *w)
 static void
 withdraw(struct mp_conn *c, struct ring_ctl *d, uint64_t head)
 {
-	ck_pr_store_64(&d->send_end, head);
+	/*
+	 * abort_pos before send_end: a receiver that sees the new send_end
+	 * then sees the abort too, and does not take the message for a
+	 * corrupt one (torn()).
+	 */
 	ck_pr_fas_64(&d->abort_pos, head);
+	ck_pr_store_64(&d->send_end, head);
 	/* abort_pos before rwait, as head in publish(). */
 	ck_pr_fence_atomic_load();
 	if (ck_pr_load_32(&d->rwait) != 0)
@@ -556,6 +673,12 @@ send_stream(struct mp_conn *c, struct waitc *w, uint64_t pos,
 	uint64_t quarter = c->cap / 4, off = 0;
 	int rc;
 
+	/*
+	 * Who streams (invariant 6) and where the message ends (invariant 7),
+	 * once a message; after our last publish (fas) and before this
+	 * message's first, which orders both for the receiver.
+	 */
+	ck_pr_store_32(&d->send_tid, (uint32_t)mp__tid());
 	ck_pr_store_64(&d->send_end, pos + total);
 	while (off < total) {
 		uint64_t want = total - off < quarter ? total - off : quarter;
@@ -627,8 +750,7 @@ conn_send(struct mp_conn *c, const void *msg, size_t len, int64_t timeout)
 					 ck_pr_load_64(&d->abort_ack))) {
 			struct waitc w = { .c = c, .d = d, .kind = W_SPACE,
 					   .pos = pos, .need = total,
-					   .timeout = timeout,
-					   .bounded = true };
+					   .timeout = timeout };
 			int rc = wait_for(&w);
 			if (rc < 0)
 				return rc;
@@ -641,7 +763,7 @@ conn_send(struct mp_conn *c, const void *msg, size_t len, int64_t timeout)
 		return 0;
 	}
 	struct waitc w = { .c = c, .d = d, .kind = W_SPACE,
-			   .timeout = timeout, .bounded = true };
+			   .timeout = timeout };
 	if (ck_pr_load_64(&d->abort_pos) != ck_pr_load_64(&d->abort_ack)) {
 		w.pos = pos;
 		w.need = HDR;
@@ -678,17 +800,78 @@ ack_abort(struct mp_conn *c, struct ring_ctl *d, uint64_t ap)
 }
 
 /*
- * Receive the rest of a streamed message that starts at start and ends at
- * end, from position pos, into dst (NULL: discard).  Returns 0 when whole,
- * 1 when it was withdrawn, -EPIPE when its sender died mid-message.
+ * Whether the message ending at end, which the receiver stands inside,
+ * cannot be one that a sender streams: more than a ring's worth is
+ * published (invariant 1), or head has not reached its end and no
+ * withdrawal is pending, yet send_end names another end (invariant 7).
+ * Only a peer that wrote over the shared memory makes either.
+ */
+static bool
+torn(struct mp_conn *c, struct ring_ctl *d, uint64_t end)
+{
+	uint64_t se = ck_pr_load_64(&d->send_end), head;
+
+	/*
+	 * send_end before abort_pos and head: withdraw() stores abort_pos
+	 * before send_end, and a sender moves send_end on to a new message
+	 * only after it published all of this one.
+	 */
+	ck_pr_fence_load();
+	head = ck_pr_load_64(&d->head);
+	if (diff(head, ck_pr_load_64(&d->tail)) > (int64_t)c->cap)
+		return true;
+	if (se == end ||
+	    ck_pr_load_64(&d->abort_pos) != ck_pr_load_64(&d->abort_ack))
+		return false;
+	return diff(end, head) > 0;
+}
+
+/*
+ * Where a streamed message's payload goes: the caller's buffer (size >=
+ * the message), or ours from malloc(), grown as bytes arrive, so that a
+ * length a peer announces costs memory only once its bytes come.
+ */
+struct sink {
+	uint8_t *p;		/* NULL: discard */
+	uint64_t size;		/* bytes at p */
+	bool grow;		/* ours: realloc() up to the message length */
+};
+
+/* Make room in s for the first need bytes of a message of len bytes. */
+static int
+sink_room(struct sink *s, uint64_t need, uint64_t len)
+{
+	uint64_t size = s->size * 2;
+	uint8_t *p;
+
+	if (need <= s->size)
+		return 0;
+	if (!s->grow)
+		return MP_ECORRUPT;	/* the caller's buffer holds len */
+	if (size < need)
+		size = need;
+	if (size > len)
+		size = len;
+	if ((p = realloc(s->p, size)) == NULL)
+		return -ENOMEM;
+	s->p = p;
+	s->size = size;
+	return 0;
+}
+
+/*
+ * Receive the rest of a streamed message of len bytes that starts at
+ * start and ends at end, from position pos, into s (NULL: discard),
+ * waiting as w says.  Returns 0 when whole; 1 when it was withdrawn, by
+ * its sender or by its sender's death (invariant 6); -EAGAIN, -ETIMEDOUT
+ * or -EPIPE from the wait, or -ENOMEM from growing s, with tail at the
+ * point reached; MP_ECORRUPT (invariants 1 and 7).
  */
 static int
-recv_stream(struct mp_conn *c, uint64_t start, uint64_t end, uint64_t pos,
-	    uint8_t *dst, uint64_t len)
+recv_stream(struct mp_conn *c, struct waitc *w, uint64_t start, uint64_t end,
+	    uint64_t pos, struct sink *s, uint64_t len)
 {
 	struct ring_ctl *d = c->rx;
-	struct waitc w = { .c = c, .d = d, .kind = W_DATA, .need = 1,
-			   .timeout = MP_FOREVER, .bounded = false };
 	int rc;
 
 	ck_pr_store_64(&d->msg_end, end);
@@ -706,8 +889,24 @@ recv_stream(struct mp_conn *c, uint64_t start, uint64_t end, uint64_t pos,
 				ack_abort(c, d, pos);
 				return 1;
 			}
-			w.pos = pos;
-			if ((rc = wait_for(&w)) < 0)
+			if (MP__UNLIKELY(torn(c, d, end)))
+				return MP_ECORRUPT;
+			w->pos = pos;
+			w->need = 1;
+			w->in_msg = true;
+			rc = wait_for(w);
+			w->in_msg = false;
+			if (rc == SENDER_DEAD) {
+				/*
+				 * Invariant 6: the rest never comes.  Stand at
+				 * the cut, where the next sender withdraws it.
+				 */
+				ck_pr_store_64(&d->msg_end, pos);
+				if (ck_pr_load_64(&d->tail) != pos)
+					release(c, d, pos);
+				return 1;
+			}
+			if (rc < 0)
 				return rc;
 			continue;
 		}
@@ -715,18 +914,102 @@ recv_stream(struct mp_conn *c, uint64_t start, uint64_t end, uint64_t pos,
 				     ? (uint64_t)avail
 				     : (uint64_t)diff(end, pos);
 		uint64_t off = pos - start; /* >= HDR */
-		if (dst != NULL && off - HDR < len) {
+		if (s != NULL && off - HDR < len) {
 			uint64_t stop = off + n - HDR;
 
 			if (stop > len)
 				stop = len;
-			ring_get(c->rxdata, c->mask, pos, dst + (off - HDR),
+			if ((rc = sink_room(s, stop, len)) < 0)
+				return rc;
+			ring_get(c->rxdata, c->mask, pos, s->p + (off - HDR),
 				 (size_t)(stop - (off - HDR)));
 		}
 		pos += n;
 		release(c, d, pos);
 	}
 	return 0;
+}
+
+/* Payload bytes of a message of len bytes at start that lie before pos. */
+static uint64_t
+got_bytes(uint64_t len, uint64_t start, uint64_t pos)
+{
+	uint64_t off = pos - start;
+
+	if (diff(pos, start) <= HDR)
+		return 0;
+	return off - HDR < len ? off - HDR : len;
+}
+
+/* Forget the half-received message this handle keeps, if any. */
+static void
+carry_drop(struct mp_conn *c)
+{
+	struct carry *k = c->carry;
+
+	if (k != NULL) {
+		c->carry = NULL;
+		free(k->buf);
+		free(k);
+	}
+}
+
+/*
+ * Stream the message of len bytes at start into s from position pos (see
+ * recv_stream()).  k is the carry this receive goes on from (NULL: none);
+ * when s is the caller's buffer, k's buffer holds the first have bytes.
+ * A deadline (or -ENOMEM) inside the message keeps the part in the
+ * handle's carry; every other outcome consumes k, and s when it is ours
+ * unless 0 is returned.  Returns recv_stream()'s result.
+ */
+static int
+stream_in(struct mp_conn *c, struct waitc *w, struct carry *k,
+	  uint64_t start, uint64_t pos, struct sink *s, uint64_t len,
+	  uint64_t have)
+{
+	uint64_t end = start + HDR + align8(len);
+	int rc;
+
+	if (diff(pos, start + HDR) < 0)
+		pos = start + HDR;
+	rc = recv_stream(c, w, start, end, pos, s, len);
+	if (rc == -ETIMEDOUT || rc == -EAGAIN || rc == -ENOMEM) {
+		uint64_t tail = ck_pr_load_64(&c->rx->tail);
+		uint64_t got = got_bytes(len, start, tail);
+
+		/* Deadlines: keep the part for this handle's next receive. */
+		if (k == NULL && (k = calloc(1, sizeof(*k))) == NULL)
+			goto lost;
+		if (s->grow) {
+			free(k->buf);
+			k->buf = s->p;
+			k->size = s->size;
+		} else if (got > have) {
+			if (got > k->size) {
+				uint8_t *p = realloc(k->buf, got);
+
+				if (p == NULL)
+					goto lost;
+				k->buf = p;
+				k->size = got;
+			}
+			memcpy(k->buf + have, s->p + have, got - have);
+		}
+		k->len = len;
+		k->start = start;
+		k->pos = tail;
+		c->carry = k;
+		return rc;
+	}
+lost:
+	/* Whole (s holds it), withdrawn, or an error. */
+	if (s->grow && rc != 0)
+		free(s->p);
+	if (k != NULL) {
+		free(k->buf);	/* NULL when s took it over */
+		free(k);
+	}
+	return rc;
 }
 
 /* Whether a message at tail of total bytes was withdrawn inside itself. */
@@ -743,8 +1026,10 @@ conn_recv(struct mp_conn *c, void *buf, size_t cap, void **out,
 	  int64_t timeout)
 {
 	struct ring_ctl *d;
+	struct carry *k;
 	struct waitc w;
-	uint64_t tail, len, total, ap;
+	struct sink s;
+	uint64_t tail, me, len, total, ap, have;
 	uint8_t *dst;
 	int rc;
 
@@ -754,13 +1039,43 @@ conn_recv(struct mp_conn *c, void *buf, size_t cap, void **out,
 		return -EBADF;
 	/* One deadline for the whole call, however often it starts over. */
 	w = (struct waitc){ .c = c, .d = d, .kind = W_DATA, .need = HDR,
-			    .timeout = timeout, .bounded = true };
+			    .timeout = timeout };
 again:
 	tail = ck_pr_load_64(&d->tail);
-	if (MP__UNLIKELY(diff(ck_pr_load_64(&d->msg_end), tail) > 0)) {
-		/* Invariant 5: the rest of a message a dead receiver began. */
-		rc = recv_stream(c, tail, ck_pr_load_64(&d->msg_end), tail,
-				 NULL, 0);
+	me = ck_pr_load_64(&d->msg_end);
+	if (MP__UNLIKELY(diff(me, tail) > 0)) {
+		k = c->carry;
+		if (k != NULL && k->pos == tail &&
+		    k->start + HDR + align8(k->len) == me) {
+			/* A receive of ours stopped here at its deadline. */
+			len = k->len;
+			if (out == NULL && len > cap)
+				return -EMSGSIZE;	/* all of it stays */
+			c->carry = NULL;
+			have = got_bytes(len, k->start, tail);
+			if (out != NULL) {
+				s = (struct sink){ k->buf, k->size, true };
+				k->buf = NULL;
+				k->size = 0;
+				have = 0;
+			} else {
+				s = (struct sink){ buf, len, false };
+				if (have > 0)
+					memcpy(buf, k->buf, have);
+			}
+			rc = stream_in(c, &w, k, k->start, tail, &s, len,
+				       have);
+			if (rc == 1)
+				goto again;	/* withdrawn meanwhile */
+			if (rc < 0)
+				return rc;
+			if (out != NULL)
+				*out = s.p;
+			return (ssize_t)len;
+		}
+		/* Invariant 5: the rest of a message another receiver began. */
+		carry_drop(c);
+		rc = recv_stream(c, &w, tail, me, tail, NULL, 0);
 		if (rc < 0)
 			return rc;
 		goto again;
@@ -772,6 +1087,7 @@ again:
 	}
 	if (MP__UNLIKELY(diff(c->rx_head, tail) < HDR)) {
 		w.pos = tail;
+		w.need = HDR;
 		if ((rc = wait_for(&w)) < 0)
 			return rc;
 		if (diff(c->rx_head, tail) < HDR) {
@@ -785,34 +1101,49 @@ again:
 	if (MP__UNLIKELY(len > (uint64_t)SSIZE_MAX - 16))
 		return MP_ECORRUPT;
 	total = HDR + align8(len);
-	if (out != NULL) {
-		if ((dst = malloc(len > 0 ? len : 1)) == NULL)
-			return -ENOMEM;
-	} else if (MP__UNLIKELY(len > cap)) {
-		if (total > c->cap && withdrawn(d, tail, total, &ap)) {
-			ack_abort(c, d, ap);
-			goto again;
-		}
-		return -EMSGSIZE;
-	} else {
-		dst = buf;
-	}
 	if (MP__LIKELY(total <= c->cap)) {
+		if (out != NULL) {
+			if ((dst = malloc(len > 0 ? len : 1)) == NULL)
+				return -ENOMEM;
+		} else if (MP__UNLIKELY(len > cap)) {
+			return -EMSGSIZE;
+		} else {
+			dst = buf;
+		}
 		if (len > 0)
 			ring_get(c->rxdata, c->mask, tail + HDR, dst, len);
 		release(c, d, tail + total);
-	} else {
-		rc = recv_stream(c, tail, tail + total, tail + HDR, dst, len);
-		if (rc != 0) {
-			if (out != NULL)
-				free(dst);
-			if (rc < 0)
-				return rc;
-			goto again;	/* withdrawn: the next message */
-		}
+		if (out != NULL)
+			*out = dst;
+		return (ssize_t)len;
 	}
+	/* Larger than the ring: it streams. */
+	if (withdrawn(d, tail, total, &ap)) {
+		ack_abort(c, d, ap);
+		goto again;
+	}
+	if (torn(c, d, tail + total))
+		return MP_ECORRUPT;
+	if (out != NULL) {
+		/* A ring's worth now, the rest as it comes (sink_room()). */
+		uint64_t first = len < c->cap ? len : c->cap;
+
+		if ((s.p = malloc(first)) == NULL)
+			return -ENOMEM;
+		s.size = first;
+		s.grow = true;
+	} else if (MP__UNLIKELY(len > cap)) {
+		return -EMSGSIZE;
+	} else {
+		s = (struct sink){ buf, len, false };
+	}
+	rc = stream_in(c, &w, NULL, tail, tail + HDR, &s, len, 0);
+	if (rc == 1)
+		goto again;	/* withdrawn: the next message */
+	if (rc < 0)
+		return rc;
 	if (out != NULL)
-		*out = dst;
+		*out = s.p;
 	return (ssize_t)len;
 }
 
@@ -876,7 +1207,7 @@ mp_conn_poll(mp_conn *c, int64_t timeout_ns)
 	struct waitc w = {
 		.c = c, .d = d, .kind = W_DATA, .pos = tail,
 		.need = diff(ck_pr_load_64(&d->msg_end), tail) > 0 ? 1 : HDR,
-		.timeout = timeout_ns, .bounded = true,
+		.timeout = timeout_ns,
 	};
 	rc = wait_for(&w);
 	if (rc == 0 || rc == -EPIPE)
@@ -1224,6 +1555,7 @@ mp_conn_close(mp_conn *c)
 		return;
 	pl = c->pl;
 	c->magic = CONN_DEAD;
+	carry_drop(c);
 	close(c->fd);
 	c->fd = -1;
 	/*

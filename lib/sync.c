@@ -33,6 +33,34 @@
  * returns 1 even if the flag was cleared again before it ran, as Python's
  * Event does.
  *
+ * Event sleepers are a mark, not a count, so that a killed sleeper cannot
+ * keep every later set in the kernel.  sleepers is 0 or u | 1, u the
+ * newest clear word that a waiter announced it sleeps on.  A waiter on u
+ * announces with a CAS that writes max(sleepers, u | 1) in generation
+ * order (always a successful RMW, even when the value stays), then
+ * re-reads word and sleeps on u; it never takes the mark back.  A set that
+ * ended clear word v reads sleepers after its CAS; if it is not 0 it
+ * clears the mark when the mark is for v or older (a CAS, so a newer mark
+ * stays), and then wakes every sleeper.  A sleeper whose slice ends
+ * announces again.
+ *
+ * No lost wake-up.  Take a waiter asleep on u and the set S that ends u.
+ * The waiter's announcing RMW and S's CAS of word are each followed by a
+ * full fence before the other load, so either the waiter saw S's word and
+ * did not sleep, or S's load of sleepers reads the waiter's RMW or a later
+ * value.  Later values are marks >= u (the CAS keeps the newest), on which
+ * S wakes, or a 0 written by the clearing CAS of a set C.  C clears only
+ * marks for its own ended word or older, so C ended u (C is S, and S does
+ * not read its own later clear) or a later word: then C's CAS of word came
+ * after S's, and C wakes every sleeper after clearing, so the waiter is
+ * woken, or its FUTEX_WAIT compare sees a word that is no longer u.  A
+ * mark is thus cleared only by a set that then wakes everyone it covered.
+ *
+ * Healing.  A sleeper killed in its sleep (or a waiter that timed out)
+ * leaves its mark; the next set that ends its word or a later one clears
+ * it and pays one futile FUTEX_WAKE, and later sets find 0 and stay out
+ * of the kernel.
+ *
  * Barrier.  One 64-bit state word, changed only by CAS:
  *
  *	bits  0..31   the futex word: round generation << 1 | broken
@@ -68,7 +96,11 @@
  *     the sleeper that missed its wake re-checks at the end of its slice
  *     (SLOW_SLICE), so nobody sleeps forever.  The same holds for a woken
  *     waiter killed before it retried.
- *   Event set after the CAS, before FUTEX_WAKE: as above.
+ *   Event set after the CAS, before FUTEX_WAKE: as above; killed after
+ *     clearing the mark, before FUTEX_WAKE: the sleepers it covered wake at
+ *     the end of their slice and see the new word.  Event wait, killed
+ *     anywhere: at most a stale mark, which the next set clears (one
+ *     futile wake); the word is never written by a waiter.
  *   Barrier: every state change is one CAS, so the state is always one of
  *     the protocol's.  A waiter killed while waiting is detected as above
  *     and breaks the round for the others; reset repairs it.  The last
@@ -346,7 +378,7 @@ mp_sem_free(mp_sem *s)
 struct event_shm {
 	struct mp__hdr hdr;
 	uint32_t word;		/* futex word: generation << 1 | set */
-	uint32_t sleepers;
+	uint32_t sleepers;	/* 0, or a clear word slept on | 1 */
 };
 
 struct mp_event {
@@ -412,11 +444,18 @@ fail_free:
 	return rc;
 }
 
+/* Whether clear word a is newer than clear word b (generation order). */
+static inline bool
+event_newer(uint32_t a, uint32_t b)
+{
+	return (int32_t)(a - b) > 0;
+}
+
 int
 mp_event_set(mp_event *e)
 {
 	struct event_shm *sh = event_shm(e);
-	uint32_t v;
+	uint32_t v, s;
 
 	if (sh == NULL)
 		return -EINVAL;
@@ -427,7 +466,15 @@ mp_event_set(mp_event *e)
 		if (v & 1)
 			return 0;
 	} while (!ck_pr_cas_32_value(&sh->word, v, (v + 2) | 1, &v));
-	wake_if_sleepers(&sh->word, &sh->sleepers, INT_MAX);
+	/* The word before the mark; pairs with event_announce()'s fence. */
+	ck_pr_fence_atomic_load();
+	s = ck_pr_load_32(&sh->sleepers);
+	if (MP__LIKELY(s == 0))
+		return 0;
+	/* A mark for v or older: all it covers wake now.  A newer one stays. */
+	if (!event_newer(s & ~1u, v))
+		(void)ck_pr_cas_32(&sh->sleepers, s, 0);
+	mp__futex_wake(&sh->word, INT_MAX);
 	return 0;
 }
 
@@ -453,6 +500,23 @@ mp_event_is_set(const mp_event *e)
 	return sh != NULL && (ck_pr_load_32(&sh->word) & 1);
 }
 
+/*
+ * Announce a sleeper on clear word v (see Event above): sleepers becomes
+ * the newer of itself and v | 1, by a CAS that succeeds even when the
+ * value stays, then a fence before the caller re-reads the word.
+ */
+static void
+event_announce(uint32_t *sleepers, uint32_t v)
+{
+	uint32_t s = ck_pr_load_32(sleepers), mark;
+
+	do {
+		mark = s != 0 && event_newer(s & ~1u, v) ? s : v | 1;
+	} while (!ck_pr_cas_32_value(sleepers, s, mark, &s));
+	/* The mark before the re-read of word; pairs with mp_event_set(). */
+	ck_pr_fence_atomic_load();
+}
+
 int
 mp_event_wait(mp_event *e, int64_t timeout_ns)
 {
@@ -472,8 +536,12 @@ mp_event_wait(mp_event *e, int64_t timeout_ns)
 		return 0;
 	mp__deadline(timeout_ns, &deadline);
 	for (;;) {
+		int rc = 0;
+
 		until = slice_end(deadline, SLOW_SLICE);
-		int rc = sleep_on(&sh->word, v, &sh->sleepers, until);
+		event_announce(&sh->sleepers, v);
+		if (ck_pr_load_32(&sh->word) == v)
+			rc = mp__futex_wait(&sh->word, v, until);
 		if (ck_pr_load_32(&sh->word) != v) {
 			ck_pr_fence_acquire();
 			return 1;

@@ -922,3 +922,350 @@ T_TEST(pipe, exec_drops_the_ends_so_eof_does_not_wait_for_it)
 	cr_assert_eq(t_wait_status(pid, 10000), 0);
 	mp_conn_close(r);
 }
+
+/*
+ * Streaming senders that die or stop inside a message while another
+ * process keeps the send end open, so that no end of file comes: the
+ * receiver's deadline holds, and a dead sender's half message is dropped
+ * by the receiver itself.
+ */
+#define STREAM_LEN ((size_t)4 << 20)	/* through a 64 KiB ring */
+
+/* White-box: the consumer's words of direction 0 (lib/pipe.c, pipe_shm). */
+#define PIPE_MAGIC 0x6d707069u
+#define CTL_TAIL0 128
+#define CTL_MSG_END0 136
+
+/*
+ * The shared mapping of this process's pipe (of len bytes; 0: any), found
+ * in /proc/self/maps: a memfd named "mproc" that starts with the pipe's
+ * magic.  The last such mapping wins; callers hold only one pipe.
+ */
+static int
+pipe_map(size_t want, uint8_t **base, size_t *len)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	unsigned long lo, hi;
+	char line[512];
+	int rc = -1;
+
+	if (f == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (strstr(line, "/memfd:mproc") == NULL ||
+		    sscanf(line, "%lx-%lx", &lo, &hi) != 2 ||
+		    (want != 0 && hi - lo != want) ||
+		    *(const uint32_t *)lo != PIPE_MAGIC)
+			continue;
+		*base = (uint8_t *)lo;
+		*len = hi - lo;
+		rc = 0;
+	}
+	fclose(f);
+	return rc;
+}
+
+static uint64_t
+ctl_word(const uint8_t *base, size_t off)
+{
+	return __atomic_load_n((const uint64_t *)(base + off),
+			       __ATOMIC_ACQUIRE);
+}
+
+/* Stream one message and never return: the parent kills us inside it. */
+static int
+stream_until_killed(void *arg)
+{
+	uint8_t *m = malloc(STREAM_LEN);
+
+	T_CHECK(m != NULL);
+	fill(m, STREAM_LEN, 21);
+	(void)mp_conn_send(arg, m, STREAM_LEN);
+	return T_FAIL;
+}
+
+/* A 64 KiB-ring pipe whose sender child died inside a 4 MiB message. */
+static void
+dead_streamer(mp_conn **r, mp_conn **w)
+{
+	pid_t s;
+
+	cr_assert_eq(mp_pipe_new(r, w, false, 65536), 0);
+	s = t_spawn(stream_until_killed, *w);
+	/* The header and the first chunk are in; the ring is full. */
+	cr_assert_eq(mp_conn_poll(*r, MP_SEC(10)), 1);
+	kill(s, SIGKILL);
+	cr_assert_eq(t_wait_status(s, 10000), -SIGKILL);
+	/* We still hold the send end: no end of file will come. */
+}
+
+T_TEST(pipe, recv_timeout_holds_when_the_streaming_sender_died)
+{
+	uint8_t *buf = malloc(STREAM_LEN);
+	char small[16];
+	mp_conn *r, *w;
+	int64_t t0, ns;
+
+	cr_assert_not_null(buf);
+	dead_streamer(&r, &w);
+	t0 = t_now();
+	cr_assert_eq(mp_conn_recv_timeout(r, buf, STREAM_LEN, MP_MSEC(200)),
+		     -ETIMEDOUT);
+	ns = t_now() - t0;
+	cr_log_info("recv_timeout(200 ms) returned after %ld ms",
+		    (long)(ns / 1000000));
+	cr_assert_geq(ns, MP_MSEC(200));
+	cr_assert_lt(ns, MP_MSEC(T_MS(1000)));
+	/*
+	 * The dead sender's message was dropped in that call, not kept for
+	 * us: a kept part would make this -EMSGSIZE.
+	 */
+	cr_assert_eq(mp_conn_recv_timeout(r, small, sizeof(small), MP_NOWAIT),
+		     -EAGAIN);
+	/* Our next send withdraws it too; the receiver acknowledges. */
+	cr_assert_eq(mp_conn_send_timeout(w, "next", 4, MP_NOWAIT), -EAGAIN);
+	cr_assert_eq(mp_conn_recv_timeout(r, small, sizeof(small), MP_NOWAIT),
+		     -EAGAIN);
+	cr_assert_eq(mp_conn_send(w, "next", 4), 0);
+	cr_assert_eq(mp_conn_recv_timeout(r, small, sizeof(small), MP_SEC(10)),
+		     4);
+	cr_assert_eq(memcmp(small, "next", 4), 0);
+	mp_conn_close(w);
+	cr_assert_eq(mp_conn_recv(r, small, sizeof(small)), -EPIPE);
+	mp_conn_close(r);
+	free(buf);
+}
+
+static int
+recv_whole_stream(void *arg)
+{
+	uint8_t *m = malloc(STREAM_LEN);
+
+	T_CHECK(m != NULL);
+	T_CHECK(mp_conn_recv(arg, m, STREAM_LEN) == (ssize_t)STREAM_LEN);
+	T_CHECK(check(m, STREAM_LEN, 23));
+	free(m);
+	return T_PASS;
+}
+
+static int
+send_whole_stream(void *arg)
+{
+	uint8_t *m = malloc(STREAM_LEN);
+
+	T_CHECK(m != NULL);
+	fill(m, STREAM_LEN, 23);
+	T_CHECK(mp_conn_send(arg, m, STREAM_LEN) == 0);
+	free(m);
+	return T_PASS;
+}
+
+T_TEST(pipe, recv_forever_drops_a_dead_streamers_message_by_itself)
+{
+	mp_conn *r, *w;
+	uint8_t *base;
+	size_t len;
+	pid_t rp, sp;
+	bool cut = false;
+
+	dead_streamer(&r, &w);
+	cr_assert_eq(pipe_map(0, &base, &len), 0);
+	rp = t_spawn(recv_whole_stream, r);
+	/*
+	 * The receiver takes the first chunk, waits, finds the sender dead
+	 * and stands at the cut: msg_end falls back to tail.  No sender
+	 * touches the ring meanwhile, so the receiver saw it alone.
+	 */
+	int64_t t0 = t_now();
+	while (t_now() - t0 < MP_MSEC(T_MS(10000))) {
+		uint64_t tail = ctl_word(base, CTL_TAIL0);
+
+		if (tail > 0 && ctl_word(base, CTL_MSG_END0) == tail) {
+			cut = true;
+			break;
+		}
+		sched_yield();
+	}
+	if (!cut)
+		kill(rp, SIGKILL);
+	cr_assert(cut, "the receiver did not drop the dead sender's message");
+	cr_log_info("dropped %ld ms after the receiver started",
+		    (long)((t_now() - t0) / 1000000));
+	/* A new sender: its complete message arrives intact. */
+	sp = t_spawn(send_whole_stream, w);
+	t_wait_exit(sp, 0);
+	t_wait_exit(rp, 0);
+	mp_conn_close(w);
+	mp_conn_close(r);
+}
+
+static int
+stream_then_after(void *arg)
+{
+	uint8_t *m = malloc(STREAM_LEN);
+
+	T_CHECK(m != NULL);
+	fill(m, STREAM_LEN, 25);
+	T_CHECK(mp_conn_send(arg, m, STREAM_LEN) == 0);
+	T_CHECK(mp_conn_send(arg, "after", 5) == 0);
+	free(m);
+	return T_PASS;
+}
+
+T_TEST(pipe, a_receive_stopped_mid_message_by_its_deadline_goes_on_next)
+{
+	uint8_t *buf = malloc(STREAM_LEN);
+	char small[16];
+	mp_conn *r, *w;
+	void *p = NULL;
+	int64_t t0, ns;
+	pid_t s;
+	int st;
+
+	cr_assert_not_null(buf);
+	cr_assert_eq(mp_pipe_new(&r, &w, false, 65536), 0);
+	s = t_spawn(stream_then_after, w);
+	mp_conn_close(w);
+	cr_assert_eq(mp_conn_poll(r, MP_SEC(10)), 1);
+	/* The sender lives but stops inside its message. */
+	kill(s, SIGSTOP);
+	cr_assert_eq(waitpid(s, &st, WUNTRACED), s);
+	cr_assert(WIFSTOPPED(st));
+	t0 = t_now();
+	cr_assert_eq(mp_conn_recv_timeout(r, buf, STREAM_LEN, MP_MSEC(150)),
+		     -ETIMEDOUT);
+	ns = t_now() - t0;
+	cr_assert_geq(ns, MP_MSEC(150));
+	cr_assert_lt(ns, MP_MSEC(T_MS(1000)));
+	/* The part stays with this end, across both kinds of receive. */
+	cr_assert_eq(mp_conn_recv_alloc_timeout(r, &p, MP_NOWAIT), -EAGAIN);
+	cr_assert_null(p);
+	cr_assert_eq(mp_conn_recv_timeout(r, small, sizeof(small), MP_NOWAIT),
+		     -EMSGSIZE);
+	cr_assert_eq(mp_conn_poll(r, MP_NOWAIT), 0);
+	kill(s, SIGCONT);
+	/* Nothing twice, nothing missing: the message arrives whole. */
+	memset(buf, 0, STREAM_LEN);
+	cr_assert_eq(mp_conn_recv(r, buf, STREAM_LEN), (ssize_t)STREAM_LEN);
+	cr_assert(check(buf, STREAM_LEN, 25));
+	cr_assert_eq(mp_conn_recv(r, small, sizeof(small)), 5);
+	cr_assert_eq(memcmp(small, "after", 5), 0);
+	cr_assert_eq(mp_conn_recv(r, small, sizeof(small)), -EPIPE);
+	t_wait_exit(s, 0);
+	mp_conn_close(r);
+	free(buf);
+}
+
+struct after_ctx {
+	mp_conn *r;
+	struct t_sync go;
+};
+
+static int
+recv_after(void *arg)
+{
+	struct after_ctx *k = arg;
+	char small[16];
+
+	/*
+	 * Forked before the parent's receive stopped, so without its part:
+	 * it discards the rest of the half message.
+	 */
+	T_CHECK(t_sync_wait(&k->go, 10000) == 0);
+	T_CHECK(mp_conn_recv(k->r, small, sizeof(small)) == 5);
+	T_CHECK(memcmp(small, "after", 5) == 0);
+	return T_PASS;
+}
+
+T_TEST(pipe, a_part_kept_by_one_process_is_skipped_by_another)
+{
+	uint8_t *buf = malloc(STREAM_LEN);
+	struct after_ctx k;
+	mp_conn *r, *w;
+	pid_t s, rp;
+	int st;
+
+	cr_assert_not_null(buf);
+	t_sync_init(&k.go);
+	cr_assert_eq(mp_pipe_new(&r, &w, false, 65536), 0);
+	k.r = r;
+	rp = t_spawn(recv_after, &k);
+	s = t_spawn(stream_then_after, w);
+	cr_assert_eq(mp_conn_poll(r, MP_SEC(10)), 1);
+	kill(s, SIGSTOP);
+	cr_assert_eq(waitpid(s, &st, WUNTRACED), s);
+	cr_assert_eq(mp_conn_recv_timeout(r, buf, STREAM_LEN, MP_MSEC(20)),
+		     -ETIMEDOUT);
+	t_sync_signal(&k.go);
+	kill(s, SIGCONT);
+	t_wait_exit(rp, 0);
+	t_wait_exit(s, 0);
+	/* Our kept part is stale now: the next receive waits afresh. */
+	cr_assert_eq(mp_conn_recv_timeout(r, buf, STREAM_LEN, MP_NOWAIT),
+		     -EAGAIN);
+	cr_assert_eq(mp_conn_send(w, "x", 1), 0);
+	cr_assert_eq(mp_conn_recv(r, buf, STREAM_LEN), 1);
+	mp_conn_close(w);
+	mp_conn_close(r);
+	t_sync_fini(&k.go);
+	free(buf);
+}
+
+/*
+ * The fuzzer's hostile peer (tests/fuzz/fuzz_pipe_peer.c), replayed on the
+ * input it once hung on: a header with a huge length written into the
+ * ring, then receives with 1 ms timeouts.  The harness finds the shared
+ * mapping through mp__pipe_region(), which the library does not export;
+ * this one reads /proc/self/maps instead.
+ */
+#include "tests/fuzz/fuzz_pipe_peer.c"
+
+int
+mp__pipe_region(const mp_conn *c, void **base, size_t *len)
+{
+	uint8_t *b;
+
+	(void)c;
+	if (pipe_map(0, &b, len) < 0)
+		return -EINVAL;
+	*base = b;
+	return 0;
+}
+
+/* tests/fuzz/known/fuzz_pipe_peer-stream-hang (xxd -i). */
+static const uint8_t stream_hang[] = {
+  0xab, 0x08, 0x22, 0x10, 0xd2, 0x5e, 0x11, 0xf7, 0x41, 0x83, 0xd4, 0x42,
+  0x1e, 0x80, 0x46, 0x70, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xe2,
+  0xe2, 0xe2, 0x69, 0x69, 0x69, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+  0x00, 0x00, 0x00, 0x60, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+  0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x69, 0x36, 0xf2, 0xc9, 0xf8,
+  0x65, 0x37, 0x00, 0xa4, 0x65, 0xd4, 0xfe, 0x83, 0xe6, 0x50, 0x5a, 0x27,
+  0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9,
+  0xe9, 0xe1, 0xe9, 0xe9, 0xe9, 0xe9, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a,
+  0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a,
+  0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a,
+  0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a,
+  0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x22, 0x10,
+  0xd2, 0x5e, 0x11, 0xf7, 0x41, 0x83, 0x30, 0xd4, 0x42, 0x1e, 0x80, 0x46,
+  0x70, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xe2, 0xe2, 0xe2, 0x69,
+  0x69, 0x69, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+  0x60, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+  0x00, 0x00, 0x00, 0x00, 0x69, 0x36, 0xf2, 0xc9, 0xf8, 0x65, 0x37, 0x00,
+  0xa4, 0x65, 0xd4, 0xfe, 0x83, 0xe6, 0x50, 0x5a, 0x27, 0xe9, 0xe9, 0xe9,
+  0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9,
+  0xe9, 0xe9, 0xe9, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a,
+  0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0x1a, 0xe9, 0xe9, 0xe9, 0xe9,
+  0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9,
+  0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0xe9,
+  0xe9, 0xe9, 0xe9, 0xe9, 0xe9, 0x55, 0xb9, 0xe4, 0x97, 0xec, 0x11, 0xc9,
+  0xef, 0x74
+};
+
+T_TEST(pipe, fuzz_reproducer_hostile_stream_length_does_not_hang)
+{
+	int64_t t0 = t_now();
+
+	cr_assert_eq(LLVMFuzzerTestOneInput(stream_hang, sizeof(stream_hang)),
+		     0);
+	cr_assert_lt(t_now() - t0, MP_MSEC(T_MS(5000)));
+}

@@ -5,12 +5,17 @@
  * owners killed with SIGKILL, no lost wake-ups, broken barriers, and bad
  * handles.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include <criterion/criterion.h>
@@ -698,6 +703,127 @@ T_TEST(sync, event_set_wakes_every_waiter_and_wait_times_out)
 	cr_assert_eq(mp_event_wait(s->event, MP_NOWAIT), 0);
 	mp_event_free(s->event);
 	t_sync_fini(&s->ready);
+	mp_shm_free(s);
+}
+
+/*
+ * FUTEX_WAKE calls this process made, counted by standing in for libc's
+ * syscall(), through which the library enters the kernel for futexes: a
+ * strace-free view of whether a waker took its slow path.
+ */
+static unsigned long futex_wakes;
+
+long
+syscall(long nr, ...)
+{
+	static long (*real)(long, ...);
+	va_list ap;
+	long a[6];
+
+	va_start(ap, nr);
+	for (int i = 0; i < 6; i++)
+		a[i] = va_arg(ap, long);
+	va_end(ap);
+	if (real == NULL)
+		*(void **)&real = dlsym(RTLD_NEXT, "syscall");
+	if (nr == SYS_futex && (a[1] & FUTEX_CMD_MASK) == FUTEX_WAKE)
+		__atomic_fetch_add(&futex_wakes, 1, __ATOMIC_RELAXED);
+	return real(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+static unsigned long
+wakes(void)
+{
+	return __atomic_load_n(&futex_wakes, __ATOMIC_RELAXED);
+}
+
+/* Whether pid sleeps in a futex wait (its wchan says so). */
+static bool
+asleep_in_futex(pid_t pid)
+{
+	char path[64], buf[64] = { 0 };
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/wchan", (int)pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return false;
+	if (fgets(buf, sizeof(buf), f) == NULL)
+		buf[0] = 0;
+	fclose(f);
+	return strstr(buf, "futex") != NULL;
+}
+
+/* Wait (10 s at most) until pid sleeps in the kernel. */
+static bool
+wait_asleep(pid_t pid)
+{
+	int64_t t0 = t_now();
+
+	while (!asleep_in_futex(pid)) {
+		if (t_now() - t0 > MP_MSEC(T_MS(10000)))
+			return false;
+		sched_yield();
+	}
+	return true;
+}
+
+static int
+event_sleeper(void *arg)
+{
+	struct shared *s = arg;
+
+	T_CHECK(mp_event_wait(s->event, MP_FOREVER) == 1);
+	return T_PASS;
+}
+
+T_TEST(sync, event_set_stays_out_of_the_kernel_after_a_sleeper_is_killed)
+{
+	struct shared *s = shared_new(0);
+	unsigned long w0;
+	pid_t pid;
+
+	cr_assert_eq(mp_event_new(&s->event), 0);
+	/* A set that has a sleeper to wake enters the kernel once. */
+	pid = t_spawn(event_sleeper, s);
+	cr_assert(wait_asleep(pid));
+	w0 = wakes();
+	cr_assert_eq(mp_event_set(s->event), 0);
+	cr_assert_eq(wakes() - w0, 1);
+	t_wait_exit(pid, 0);
+	cr_assert_eq(mp_event_clear(s->event), 0);
+	/* Nobody asleep: sets stay out of it. */
+	w0 = wakes();
+	for (int i = 0; i < 10; i++) {
+		cr_assert_eq(mp_event_set(s->event), 0);
+		cr_assert_eq(mp_event_clear(s->event), 0);
+	}
+	cr_assert_eq(wakes() - w0, 0);
+	/* A sleeper killed in its sleep leaves its mark... */
+	pid = t_spawn(event_sleeper, s);
+	cr_assert(wait_asleep(pid));
+	kill(pid, SIGKILL);
+	cr_assert_eq(t_wait_status(pid, 10000), -SIGKILL);
+	/* ...which the next set clears, with one futile wake... */
+	w0 = wakes();
+	cr_assert_eq(mp_event_set(s->event), 0);
+	cr_assert_eq(wakes() - w0, 1);
+	cr_assert_eq(mp_event_clear(s->event), 0);
+	/* ...and later sets no longer enter the kernel. */
+	w0 = wakes();
+	for (int i = 0; i < 100; i++) {
+		cr_assert_eq(mp_event_set(s->event), 0);
+		cr_assert_eq(mp_event_clear(s->event), 0);
+	}
+	cr_assert_eq(wakes() - w0, 0, "%lu futex wakes in 100 sets",
+		     wakes() - w0);
+	/* A live sleeper is still woken by the set, not by its slice. */
+	pid = t_spawn(event_sleeper, s);
+	cr_assert(wait_asleep(pid));
+	w0 = wakes();
+	cr_assert_eq(mp_event_set(s->event), 0);
+	cr_assert_eq(wakes() - w0, 1);
+	t_wait_exit(pid, 0);
+	mp_event_free(s->event);
 	mp_shm_free(s);
 }
 

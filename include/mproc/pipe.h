@@ -66,14 +66,15 @@ MP_API int mp_conn_send_timeout(mp_conn *c, const void *msg, size_t len,
  * empty.  Returns the message's length, -EMSGSIZE when it is longer than
  * cap (the message stays for the next call), -EPIPE at end of file (every
  * holder of the other end gone and nothing left), -EBADF on a send-only
- * end, -EINVAL.
+ * end, -EINVAL, MP_ECORRUPT when a peer wrote over the ring.
  */
 MP_API ssize_t mp_conn_recv(mp_conn *c, void *buf, size_t cap);
 
 /*
  * mp_conn_recv() with a relative timeout: -EAGAIN (MP_NOWAIT) or
- * -ETIMEDOUT when no message began to arrive in time.  A message that has
- * begun to arrive is received whole: its sender is inside its own call.
+ * -ETIMEDOUT when no whole message arrived in time.  The part received of
+ * a message larger than the ring stays with this handle, and its next
+ * receive goes on with it (a receive through another handle skips it).
  */
 MP_API ssize_t mp_conn_recv_timeout(mp_conn *c, void *buf, size_t cap,
 				    int64_t timeout_ns);
