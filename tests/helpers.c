@@ -2,10 +2,12 @@
 #include "tests/helpers.h"
 
 #include <dirent.h>
+#include <stdio.h>
 #include <string.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -154,6 +156,30 @@ count_dir(const char *path)
 	}
 	closedir(d);
 	return n - (path[1] == 'p' ? 1 : 0);	/* opendir's own fd */
+}
+
+bool
+t_wait_futex_sleep(pid_t pid, int timeout_ms)
+{
+	int64_t t0 = t_now();
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/wchan", (int)pid);
+	for (;;) {
+		char buf[64] = { 0 };
+		FILE *f = fopen(path, "r");
+
+		if (f == NULL)
+			return false;
+		if (fgets(buf, sizeof(buf), f) == NULL)
+			buf[0] = 0;
+		fclose(f);
+		if (strstr(buf, "futex") != NULL)
+			return true;
+		if (t_now() - t0 > (int64_t)timeout_ms * 1000000)
+			return false;
+		sched_yield();
+	}
 }
 
 int

@@ -7,6 +7,7 @@
 #ifndef T_HELPERS_H
 #define T_HELPERS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +60,13 @@ struct t_capture {
 };
 void t_capture_begin(struct t_capture *c);
 void t_capture_end(struct t_capture *c, char *buf, size_t cap);
+
+/*
+ * Wait up to timeout_ms until pid sleeps in a futex wait (its
+ * /proc/PID/wchan says so): the state a test wants before it kills or
+ * wakes a sleeper.  false on timeout, or when pid is gone.
+ */
+bool t_wait_futex_sleep(pid_t pid, int timeout_ms);
 
 /* Open fds of this process and entries in /dev/shm. */
 int t_fd_count(void);

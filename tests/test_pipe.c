@@ -272,22 +272,6 @@ blocked_reader(void *arg)
 	return T_PASS;
 }
 
-/* Whether pid sleeps in a futex wait (its wchan), when /proc says. */
-static bool
-asleep_in_futex(pid_t pid)
-{
-	char path[64], buf[64] = { 0 };
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/wchan", (int)pid);
-	if ((f = fopen(path, "r")) == NULL)
-		return true;
-	if (fgets(buf, sizeof(buf), f) == NULL)
-		buf[0] = 0;
-	fclose(f);
-	return strstr(buf, "futex") != NULL;
-}
-
 T_TEST(pipe, blocked_recv_sees_a_sigkilled_writer_promptly)
 {
 	struct kill_ctx k;
@@ -305,10 +289,8 @@ T_TEST(pipe, blocked_recv_sees_a_sigkilled_writer_promptly)
 	mp_conn_close(r);
 	cr_assert_eq(t_sync_wait(&k.ready, 10000), 0);
 	/* Let the reader fall asleep in the kernel, the hard case. */
+	(void)t_wait_futex_sleep(rpid, 5000);
 	int64_t t0 = t_now();
-	while (!asleep_in_futex(rpid) && t_now() - t0 < MP_SEC(5))
-		sched_yield();
-	t0 = t_now();
 	kill(wpid, SIGKILL);
 	cr_assert_eq(t_wait_status(wpid, 10000), -SIGKILL);
 	cr_assert_eq(t_wait_status(rpid, 10000), 0);

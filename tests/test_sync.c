@@ -737,36 +737,6 @@ wakes(void)
 	return __atomic_load_n(&futex_wakes, __ATOMIC_RELAXED);
 }
 
-/* Whether pid sleeps in a futex wait (its wchan says so). */
-static bool
-asleep_in_futex(pid_t pid)
-{
-	char path[64], buf[64] = { 0 };
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/wchan", (int)pid);
-	if ((f = fopen(path, "r")) == NULL)
-		return false;
-	if (fgets(buf, sizeof(buf), f) == NULL)
-		buf[0] = 0;
-	fclose(f);
-	return strstr(buf, "futex") != NULL;
-}
-
-/* Wait (10 s at most) until pid sleeps in the kernel. */
-static bool
-wait_asleep(pid_t pid)
-{
-	int64_t t0 = t_now();
-
-	while (!asleep_in_futex(pid)) {
-		if (t_now() - t0 > MP_MSEC(T_MS(10000)))
-			return false;
-		sched_yield();
-	}
-	return true;
-}
-
 static int
 event_sleeper(void *arg)
 {
@@ -785,7 +755,7 @@ T_TEST(sync, event_set_stays_out_of_the_kernel_after_a_sleeper_is_killed)
 	cr_assert_eq(mp_event_new(&s->event), 0);
 	/* A set that has a sleeper to wake enters the kernel once. */
 	pid = t_spawn(event_sleeper, s);
-	cr_assert(wait_asleep(pid));
+	cr_assert(t_wait_futex_sleep(pid, T_MS(10000)));
 	w0 = wakes();
 	cr_assert_eq(mp_event_set(s->event), 0);
 	cr_assert_eq(wakes() - w0, 1);
@@ -800,7 +770,7 @@ T_TEST(sync, event_set_stays_out_of_the_kernel_after_a_sleeper_is_killed)
 	cr_assert_eq(wakes() - w0, 0);
 	/* A sleeper killed in its sleep leaves its mark... */
 	pid = t_spawn(event_sleeper, s);
-	cr_assert(wait_asleep(pid));
+	cr_assert(t_wait_futex_sleep(pid, T_MS(10000)));
 	kill(pid, SIGKILL);
 	cr_assert_eq(t_wait_status(pid, 10000), -SIGKILL);
 	/* ...which the next set clears, with one futile wake... */
@@ -818,7 +788,7 @@ T_TEST(sync, event_set_stays_out_of_the_kernel_after_a_sleeper_is_killed)
 		     wakes() - w0);
 	/* A live sleeper is still woken by the set, not by its slice. */
 	pid = t_spawn(event_sleeper, s);
-	cr_assert(wait_asleep(pid));
+	cr_assert(t_wait_futex_sleep(pid, T_MS(10000)));
 	w0 = wakes();
 	cr_assert_eq(mp_event_set(s->event), 0);
 	cr_assert_eq(wakes() - w0, 1);
