@@ -132,6 +132,41 @@ T_TEST(queue, new_reports_emfile_and_enomem)
 	t_wait_exit(t_spawn(new_under_limits, NULL), T_PASS);
 }
 
+/*
+ * Every length from 0 to 40 bytes arrives exact, through both the small
+ * messages' inline copy (msg_max 16) and the general path (msg_max 64),
+ * and nothing past the length is written in the caller's buffer.
+ */
+T_TEST(queue, every_small_length_is_copied_exactly)
+{
+	static const size_t maxes[] = { 16, 64 };
+	unsigned char in[64], out[64 + 8];
+	mp_queue *q;
+
+	for (size_t k = 0; k < 2; k++) {
+		size_t mx = maxes[k];
+
+		cr_assert_eq(mp_queue_new(&q, 8, mx), 0);
+		for (size_t len = 0; len <= mx && len <= 40; len++) {
+			for (size_t i = 0; i < len; i++)
+				in[i] = (unsigned char)(len * 31 + i * 7 + 1);
+			cr_assert_eq(mp_queue_put(q, len ? in : NULL, len,
+						  MP_NOWAIT), 0);
+			memset(out, 0xee, sizeof(out));
+			cr_assert_eq(mp_queue_get(q, out, mx, MP_NOWAIT),
+				     (ssize_t)len, "msg_max %zu len %zu", mx,
+				     len);
+			cr_assert_eq(memcmp(out, in, len), 0,
+				     "msg_max %zu len %zu", mx, len);
+			for (size_t i = len; i < sizeof(out); i++)
+				cr_assert_eq(out[i], 0xee,
+					     "len %zu: byte %zu written", len,
+					     i);
+		}
+		mp_queue_free(q);
+	}
+}
+
 T_TEST(queue, defaults_and_sizes)
 {
 	mp_queue *q;
