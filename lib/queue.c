@@ -1168,7 +1168,7 @@ put_closed(mp_queue *q, struct slot *sl, uint64_t t)
 int
 mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 {
-	uint32_t tid = (uint32_t)mp__cached_tid & W_TID_MASK, saw;
+	uint32_t tid, saw;
 	struct qshm *s;
 	struct slot *sl;
 	uint64_t t;
@@ -1181,6 +1181,7 @@ mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 	 */
 	if (len > SMALL_MAX)
 		goto general;
+	tid = (uint32_t)mp__cached_tid & W_TID_MASK;
 	if (MP__UNLIKELY(!valid(q) || len > q->msg_max ||
 			 (msg == NULL && len != 0) ||
 			 !MP__TIMEOUT_OK(timeout_ns) || tid == 0))
@@ -1394,7 +1395,7 @@ get_done(mp_queue *q, uint64_t h, uint32_t saw, size_t len)
 ssize_t
 mp_queue_get(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 {
-	uint32_t tid = (uint32_t)mp__cached_tid & W_TID_MASK, saw;
+	uint32_t tid, saw;
 	struct qshm *s;
 	struct slot *sl;
 	uint64_t h, w;
@@ -1407,6 +1408,7 @@ mp_queue_get(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 	 */
 	if (q == NULL || q->magic != QUEUE_MAGIC || q->msg_max > SMALL_MAX)
 		goto general;
+	tid = (uint32_t)mp__cached_tid & W_TID_MASK;
 	if (MP__UNLIKELY(!valid(q) || (buf == NULL && cap != 0) ||
 			 !MP__TIMEOUT_OK(timeout_ns) || tid == 0))
 		goto general;
