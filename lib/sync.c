@@ -61,6 +61,21 @@
  * it and pays one futile FUTEX_WAKE, and later sets find 0 and stay out
  * of the kernel.
  *
+ * Healing counted sleepers (Semaphore, Barrier).  A release wakes one
+ * sleeper and a barrier round wakes all, so these keep a count; a waiter
+ * killed in its sleep leaves it one too high, and every later waker would
+ * enter the kernel for nobody.  So a waiter stores the time (announced)
+ * before it increments the count, and announces again at every slice (a
+ * live sleeper's announcement is never older than one slice).  A waker
+ * whose FUTEX_WAKE woke nobody and that finds the latest announcement
+ * older than two slices knows that every counted sleeper is dead, and
+ * CASes the count it saw to 0 (a waiter that counted itself meanwhile
+ * makes the CAS fail).  Decrements stop at 0.  The cost: a killed sleeper
+ * makes wakers enter the kernel for at most two slices.  The one race: a
+ * live waiter preempted for more than two slices between its increment
+ * and its FUTEX_WAIT may lose its count and then sleep uncounted; it is
+ * then woken by the end of its slice, not by a release (late, never lost).
+ *
  * Barrier.  One 64-bit state word, changed only by CAS:
  *
  *	bits  0..31   the futex word: round generation << 1 | broken
@@ -90,8 +105,9 @@
  * Crash analysis (what a survivor sees after a kill at each step):
  *   Semaphore acquire: the CAS is the whole acquisition: before it nothing
  *     happened, after it the unit is consumed (a semaphore has no owner to
- *     give it back, as in Python).  A killed sleeper leaves sleepers one too
- *     high: only futile wakes follow.
+ *     give it back, as in Python).  A killed sleeper leaves the count one
+ *     too high: futile wakes follow for two slices, then a waker clears it
+ *     (see "Healing counted sleepers").
  *   Semaphore release, after the CAS, before FUTEX_WAKE: value is right;
  *     the sleeper that missed its wake re-checks at the end of its slice
  *     (SLOW_SLICE), so nobody sleeps forever.  The same holds for a woken
@@ -144,32 +160,59 @@ slice_end(int64_t deadline, int64_t slice)
 }
 
 /*
- * Sleep on word while it holds expected, counted in *sleepers, until the
- * end of the slice.  Returns what mp__futex_wait returns.
+ * The counted sleepers of a Semaphore or a Barrier (see "Healing counted
+ * sleepers" at the top): how many, and when one last announced itself.
+ */
+struct sleepers {
+	uint32_t n;
+	uint32_t pad;
+	int64_t announced;	/* mp__now() of the latest announcement */
+};
+
+/*
+ * Sleep on word while it holds expected, counted in *sl, until the end of
+ * the slice.  Returns what mp__futex_wait returns.
  */
 static int
-sleep_on(uint32_t *word, uint32_t expected, uint32_t *sleepers,
+sleep_on(uint32_t *word, uint32_t expected, struct sleepers *sl,
 	 int64_t until)
 {
+	uint32_t n;
 	int rc = 0;
 
-	ck_pr_inc_32(sleepers);
+	/* The time first, then the count: see "Healing counted sleepers". */
+	ck_pr_store_64((uint64_t *)&sl->announced, (uint64_t)mp__now());
+	ck_pr_inc_32(&sl->n);
 	/* Orders our count before the re-read; pairs with the waker's RMW. */
 	ck_pr_fence_atomic_load();
 	if (ck_pr_load_32(word) == expected)
 		rc = mp__futex_wait(word, expected, until);
-	ck_pr_dec_32(sleepers);
+	/* Never below 0: a waker may have cleared a count it judged stale. */
+	n = ck_pr_load_32(&sl->n);
+	while (n != 0 && !ck_pr_cas_32_value(&sl->n, n, n - 1, &n))
+		;
 	return rc;
 }
 
-/* Wake n sleepers on word if any are counted. */
+/*
+ * Wake n sleepers on word if any are counted.  A count that wakes nobody
+ * and whose latest announcement is older than two of the sleepers' slices
+ * belongs to dead waiters only: clear it, so that later wakers stay out of
+ * the kernel.
+ */
 static void
-wake_if_sleepers(uint32_t *word, uint32_t *sleepers, int n)
+wake_if_sleepers(uint32_t *word, struct sleepers *sl, int n, int64_t slice)
 {
+	uint32_t c;
+
 	/* Orders the caller's RMW of word before the read of sleepers. */
 	ck_pr_fence_atomic_load();
-	if (ck_pr_load_32(sleepers) != 0)
-		mp__futex_wake(word, n);
+	if ((c = ck_pr_load_32(&sl->n)) == 0)
+		return;
+	if (mp__futex_wake(word, n) == 0 &&
+	    mp__now() - (int64_t)ck_pr_load_64((uint64_t *)&sl->announced) >
+		    2 * slice)
+		(void)ck_pr_cas_32(&sl->n, c, 0);
 }
 
 /*
@@ -180,8 +223,8 @@ struct sem_shm {
 	struct mp__hdr hdr;
 	uint32_t value;		/* futex word */
 	uint32_t bound;		/* the largest value a release may make */
-	uint32_t sleepers;
 	uint32_t bounded;	/* 1 for a BoundedSemaphore */
+	struct sleepers sleepers;
 };
 
 struct mp_sem {
@@ -344,7 +387,7 @@ mp_sem_release(mp_sem *s)
 		if (v >= sh->bound)
 			return -EOVERFLOW;
 	} while (!ck_pr_cas_32_value(&sh->value, v, v + 1, &v));
-	wake_if_sleepers(&sh->value, &sh->sleepers, 1);
+	wake_if_sleepers(&sh->value, &sh->sleepers, 1, SLOW_SLICE);
 	return 0;
 }
 
@@ -572,8 +615,9 @@ struct barrier_shm {
 	struct mp__hdr hdr;
 	uint64_t state;		/* see the top of the file */
 	uint32_t parties;
-	uint32_t sleepers;
-	uint64_t pad[5];
+	uint32_t pad0;
+	struct sleepers sleepers;
+	uint64_t pad[3];
 	uint64_t slot[];	/* per index: generation << 32 | tid */
 };
 
@@ -687,7 +731,8 @@ barrier_break(struct barrier_shm *sh, uint32_t gen)
 
 	while (B_GEN(s) == gen && !B_BROKEN(s)) {
 		if (ck_pr_cas_64_value(&sh->state, s, s | 1, &s)) {
-			wake_if_sleepers(b_word(sh), &sh->sleepers, INT_MAX);
+			wake_if_sleepers(b_word(sh), &sh->sleepers, INT_MAX,
+				 BARRIER_SLICE);
 			return true;
 		}
 	}
@@ -746,7 +791,8 @@ mp_barrier_wait(mp_barrier *b, int64_t timeout_ns)
 			ck_pr_fence_release();
 			if (!ck_pr_cas_64_value(&sh->state, s, next, &s))
 				continue;
-			wake_if_sleepers(b_word(sh), &sh->sleepers, INT_MAX);
+			wake_if_sleepers(b_word(sh), &sh->sleepers, INT_MAX,
+				 BARRIER_SLICE);
 			return (int)parties - 1;
 		}
 		if (timeout_ns == MP_NOWAIT)
@@ -799,7 +845,8 @@ mp_barrier_abort(mp_barrier *b)
 	s = ck_pr_load_64(&sh->state);
 	while (!B_BROKEN(s)) {
 		if (ck_pr_cas_64_value(&sh->state, s, s | 1, &s)) {
-			wake_if_sleepers(b_word(sh), &sh->sleepers, INT_MAX);
+			wake_if_sleepers(b_word(sh), &sh->sleepers, INT_MAX,
+				 BARRIER_SLICE);
 			break;
 		}
 	}
@@ -823,7 +870,8 @@ mp_barrier_reset(mp_barrier *b)
 		if (ck_pr_cas_64_value(&sh->state, s, next, &s))
 			break;
 	}
-	wake_if_sleepers(b_word(sh), &sh->sleepers, INT_MAX);
+	wake_if_sleepers(b_word(sh), &sh->sleepers, INT_MAX,
+				 BARRIER_SLICE);
 	return 0;
 }
 

@@ -738,6 +738,69 @@ wakes(void)
 }
 
 static int
+sem_sleeper(void *arg)
+{
+	struct shared *s = arg;
+
+	T_CHECK(mp_sem_acquire(s->sem, MP_FOREVER) == 0);
+	return T_PASS;
+}
+
+/*
+ * A sleeper killed in a semaphore's acquire leaves its count behind; the
+ * count heals two sleep slices (2 x 200 ms) later, and releases then stay
+ * out of the kernel (the Barrier shares the mechanism).
+ */
+T_TEST(sync, sem_release_stays_out_of_the_kernel_after_a_sleeper_is_killed)
+{
+	struct shared *s = shared_new(0);
+	unsigned long w0;
+	pid_t pid;
+
+	cr_assert_eq(mp_sem_new(&s->sem, 0), 0);
+	/* Nobody asleep: releases stay out of it. */
+	w0 = wakes();
+	for (int i = 0; i < 10; i++) {
+		cr_assert_eq(mp_sem_release(s->sem), 0);
+		cr_assert_eq(mp_sem_acquire(s->sem, MP_NOWAIT), 0);
+	}
+	cr_assert_eq(wakes() - w0, 0);
+	/* A sleeper killed in its sleep... */
+	pid = t_spawn(sem_sleeper, s);
+	cr_assert(t_wait_futex_sleep(pid, T_MS(10000)));
+	kill(pid, SIGKILL);
+	cr_assert_eq(t_wait_status(pid, 10000), -SIGKILL);
+	/* ...is still counted at first: a release enters the kernel. */
+	w0 = wakes();
+	cr_assert_eq(mp_sem_release(s->sem), 0);
+	cr_assert_eq(mp_sem_acquire(s->sem, MP_NOWAIT), 0);
+	cr_assert_eq(wakes() - w0, 1);
+	/* Two slices later a futile wake clears the count... */
+	usleep(450 * 1000);
+	w0 = wakes();
+	cr_assert_eq(mp_sem_release(s->sem), 0);
+	cr_assert_eq(mp_sem_acquire(s->sem, MP_NOWAIT), 0);
+	cr_assert_eq(wakes() - w0, 1);
+	/* ...and later releases stay out of the kernel. */
+	w0 = wakes();
+	for (int i = 0; i < 100; i++) {
+		cr_assert_eq(mp_sem_release(s->sem), 0);
+		cr_assert_eq(mp_sem_acquire(s->sem, MP_NOWAIT), 0);
+	}
+	cr_assert_eq(wakes() - w0, 0, "%lu futex wakes in 100 releases",
+		     wakes() - w0);
+	/* A live sleeper is still woken by the release, at once. */
+	pid = t_spawn(sem_sleeper, s);
+	cr_assert(t_wait_futex_sleep(pid, T_MS(10000)));
+	w0 = wakes();
+	cr_assert_eq(mp_sem_release(s->sem), 0);
+	cr_assert_eq(wakes() - w0, 1);
+	t_wait_exit(pid, 0);
+	mp_sem_free(s->sem);
+	mp_shm_free(s);
+}
+
+static int
 event_sleeper(void *arg)
 {
 	struct shared *s = arg;
