@@ -704,11 +704,13 @@ claim_get(struct mp_queue *q, uint64_t *cursor, size_t cap,
 /*
  * The common case of claim_put, inline: the slot at t is free for it.
  * Returns 1 (claimed: *out, *saw or-ed), 0 (not at once: take the walk),
- * -EPIPE (closed after the claim; the slot was retired).  A blind CAS,
+ * PUT_CLOSED (claimed *out, then found the queue closed: the caller
+ * retires the slot, so that this stays free of calls).  A blind CAS,
  * without loading the word first: the line usually sits in the
  * consumer's cache, and one exclusive fetch is cheaper than a shared
  * fetch followed by an upgrade.  tid is me(), read once a call.
  */
+#define PUT_CLOSED 2
 static inline int
 put_try(struct mp_queue *q, uint64_t t, struct slot **out, uint32_t *saw,
 	uint32_t tid)
@@ -719,14 +721,12 @@ put_try(struct mp_queue *q, uint64_t t, struct slot **out, uint32_t *saw,
 	if (MP__UNLIKELY(!ck_pr_cas_64(&sl->word, mkw(t, ST_FREE, 0),
 				       mkw(t, ST_WRITING, tid))))
 		return 0;
+	*out = sl;
 	/* As in claim_put: ordered after the claim. */
 	ck_pr_fence_atomic_load();
-	if (MP__UNLIKELY(ck_pr_load_32(&s->closed) != 0)) {
-		retire_claim(q, sl, t);
-		return -EPIPE;
-	}
+	if (MP__UNLIKELY(ck_pr_load_32(&s->closed) != 0))
+		return PUT_CLOSED;
 	*saw |= ck_pr_load_32(&s->get.flag);
-	*out = sl;
 	return 1;
 }
 
@@ -737,6 +737,10 @@ claim_put_fast(struct mp_queue *q, uint64_t *cursor, struct slot **out,
 {
 	int rc = put_try(q, *cursor, out, saw, tid);
 
+	if (MP__UNLIKELY(rc == PUT_CLOSED)) {
+		retire_claim(q, *out, *cursor);
+		return -EPIPE;
+	}
 	return rc != 0 ? rc : claim_put(q, cursor, out, b, saw);
 }
 
@@ -1133,11 +1137,12 @@ put_general(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 		goto slow;
 	t = start_at(&q->put_hint, &s->tail);
 	rc = put_try(q, t, &sl, &saw, me());
-	if (MP__UNLIKELY(rc <= 0)) {
-		if (rc < 0)
-			return rc;
-		goto slow;
+	if (MP__UNLIKELY(rc == PUT_CLOSED)) {
+		retire_claim(q, sl, t);
+		return -EPIPE;
 	}
+	if (MP__UNLIKELY(rc == 0))
+		goto slow;
 	claimed(&q->put_hint, &s->tail, t);
 	copy_msg(slot_data(q, sl), msg, len);
 	publish(q, sl, t, len, false);
@@ -1168,16 +1173,17 @@ put_closed(mp_queue *q, struct slot *sl, uint64_t t)
 int
 mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 {
-	uint32_t tid, saw;
+	uint32_t tid, saw = 0;
 	struct qshm *s;
 	struct slot *sl;
 	uint64_t t;
+	int rc;
 
 	/*
 	 * The fast path, for a small message and a slot free at once, is a
 	 * leaf: every call it may make is a tail call (to put_general for
 	 * anything else, to put_done and put_closed for the rare ends), so
-	 * that it saves no registers.  put_claim's steps, unrolled.
+	 * that it saves no registers.
 	 */
 	if (len > SMALL_MAX)
 		goto general;
@@ -1190,15 +1196,11 @@ mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 	if (MP__UNLIKELY(ck_pr_load_32(&s->closed) != 0))
 		goto general;
 	t = start_at(&q->put_hint, &s->tail);
-	sl = slot_at(q, t);
-	if (MP__UNLIKELY(!ck_pr_cas_64(&sl->word, mkw(t, ST_FREE, 0),
-				       mkw(t, ST_WRITING, tid))))
+	rc = put_try(q, t, &sl, &saw, tid);
+	if (MP__UNLIKELY(rc == 0))
 		goto general;
-	/* As in claim_put: ordered after the claim. */
-	ck_pr_fence_atomic_load();
-	if (MP__UNLIKELY(ck_pr_load_32(&s->closed) != 0))
+	if (MP__UNLIKELY(rc == PUT_CLOSED))
 		return put_closed(q, sl, t);
-	saw = ck_pr_load_32(&s->get.flag);
 	ck_pr_store_64(&q->put_hint, t + 1);
 	copy_small(slot_data(q, sl), msg, len);
 	publish(q, sl, t, len, false);
@@ -1395,14 +1397,14 @@ get_done(mp_queue *q, uint64_t h, uint32_t saw, size_t len)
 ssize_t
 mp_queue_get(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 {
-	uint32_t tid, saw;
+	uint32_t tid, saw = 0;
 	struct qshm *s;
 	struct slot *sl;
-	uint64_t h, w;
+	uint64_t h;
 	size_t len;
 
 	/*
-	 * The fast path, a leaf as in mp_queue_put; get_try's steps.  Only
+	 * The fast path, a leaf as in mp_queue_put.  Only
 	 * for queues of small messages: the length is known only once the
 	 * slot is read, and a longer message would pay for both paths.
 	 */
@@ -1414,17 +1416,8 @@ mp_queue_get(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 		goto general;
 	s = q->s;
 	h = start_at(&q->get_hint, &s->head);
-	sl = slot_at(q, h);
-	w = ck_pr_load_64(&sl->word);
-	if (MP__UNLIKELY((w & ~(uint64_t)W_TID_MASK) != mkw(h, ST_READY, 0)))
+	if (MP__UNLIKELY(!get_try(q, h, cap, &sl, &len, &saw, tid)))
 		goto general;
-	len = ready_len(q, sl, w);
-	if (MP__UNLIKELY(len > cap || len > q->msg_max) ||
-	    MP__UNLIKELY(!ck_pr_cas_64(&sl->word, w, mkw(h, ST_READING, tid))))
-		goto general;
-	/* As in claim_get: ordered after the claim. */
-	ck_pr_fence_atomic_load();
-	saw = ck_pr_load_32(&s->put.flag);
 	ck_pr_store_64(&q->get_hint, h + 1);
 	copy_small(buf, slot_data(q, sl), len);
 	/* Orders the copy out before the slot goes back. */
