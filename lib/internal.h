@@ -15,8 +15,12 @@
 
 #define MP__LIKELY(x) __builtin_expect(!!(x), 1)
 #define MP__UNLIKELY(x) __builtin_expect(!!(x), 0)
-/* Slow paths kept out of line, so that fast paths stay short leaves. */
-#define MP__NOINLINE __attribute__((noinline, cold))
+/*
+ * Out of line, so that fast paths stay short leaves; MP__COLD also moves
+ * the function to .text.unlikely and optimises it for size (rare paths).
+ */
+#define MP__NOINLINE __attribute__((noinline))
+#define MP__COLD __attribute__((noinline, cold))
 #define MP__CACHELINE 64
 #define MP__ALIGNED __attribute__((aligned(MP__CACHELINE)))
 

@@ -443,7 +443,7 @@ valid(const struct mp_queue *q)
 }
 
 /* Move a hint forward to at least to: every position below is claimed. */
-static MP__NOINLINE void
+static MP__COLD void
 advance(uint64_t *hint, uint64_t to)
 {
 	uint64_t cur = ck_pr_load_64(hint);
@@ -1107,7 +1107,7 @@ mp_queue_put_many(mp_queue *q, const void *const msgs[], const size_t lens[],
 }
 
 /* mp_queue_put when the fast path could not: put_many's steps for one. */
-static MP__NOINLINE int
+static MP__COLD int
 put_slow(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 {
 	ssize_t rc = mp_queue_put_many(q, &msg, &len, 1, timeout_ns);
@@ -1119,7 +1119,7 @@ put_slow(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
  * A put of any size that may wait: a slot free at once is filled here,
  * anything else is put_slow's.
  */
-static __attribute__((noinline)) int
+static MP__NOINLINE int
 put_general(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 {
 	struct qshm *s;
@@ -1153,7 +1153,7 @@ slow:
 }
 
 /* After a leaf put: the shared hint's turn, and a wake, out of line. */
-static MP__NOINLINE int
+static MP__COLD int
 put_done(mp_queue *q, uint64_t t, uint32_t saw)
 {
 	if (((t + 1) & (HINT_EVERY - 1)) == 0)
@@ -1163,7 +1163,7 @@ put_done(mp_queue *q, uint64_t t, uint32_t saw)
 }
 
 /* A leaf put claimed a slot and then found the queue closed. */
-static MP__NOINLINE int
+static MP__COLD int
 put_closed(mp_queue *q, struct slot *sl, uint64_t t)
 {
 	retire_claim(q, sl, t);
@@ -1347,7 +1347,7 @@ mp_queue_get_many(mp_queue *q, void *buf, size_t cap, size_t lens[],
 }
 
 /* mp_queue_get when the fast path could not: get_many's steps for one. */
-static MP__NOINLINE ssize_t
+static MP__COLD ssize_t
 get_slow(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 {
 	size_t len;
@@ -1357,7 +1357,7 @@ get_slow(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 }
 
 /* A get of any size that may wait, as put_general. */
-static __attribute__((noinline)) ssize_t
+static MP__NOINLINE ssize_t
 get_general(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 {
 	struct qshm *s;
@@ -1385,7 +1385,7 @@ slow:
 }
 
 /* After a leaf get: the shared hint's turn, and a wake, out of line. */
-static MP__NOINLINE ssize_t
+static MP__COLD ssize_t
 get_done(mp_queue *q, uint64_t h, uint32_t saw, size_t len)
 {
 	if (((h + 1) & (HINT_EVERY - 1)) == 0)
