@@ -201,13 +201,23 @@
 #define SPIN_START 256u
 #define SPIN_ROUNDS 6
 #define YIELD_ROUNDS 1
-/* How long a slot may stay held before its owner's liveness is checked. */
+/* How long a slot may stay claimed before its claimer's liveness is checked. */
 #define STALL_NS MP_MSEC(1)
-/* Bounds of one futex sleep: blocked on a held slot, and otherwise. */
+/* Bounds of one futex sleep: blocked on a claimed slot, and otherwise. */
 #define NAP_HELD_NS MP_USEC(200)
-/* The shared head and tail hints are advanced once per HINT_EVERY. */
-#define HINT_EVERY 16u
 #define NAP_IDLE_NS MP_MSEC(100)
+
+/* Claim records: tasks that may use one queue at the same time. */
+#define QREC_N 256u
+/* Polls of a claimed slot before a waiter backs off (see wait_step). */
+#define TIGHT_SPIN 1024u
+/* Bare spins of put_fill before it waits as a blocked put. */
+#define FILL_SPIN 4096u
+/* Positions one claim of put_many may take with one CAS. */
+#define RUN_MAX 1u
+/* An intent packs pos << IT_RUN_BITS | run length (1..RUN_MAX). */
+#define IT_RUN_BITS 6
+#define IT_RUN_MASK ((UINT64_C(1) << IT_RUN_BITS) - 1)
 
 #define MAX_MAXSIZE ((size_t)1 << 30)
 #define MAX_MSG ((size_t)1 << 30)
@@ -218,13 +228,29 @@ struct side {
 	char pad[MP__CACHELINE - 8];
 };
 
+/*
+ * One task's claim record (see "Claims"): the positions it is about to
+ * take or holds, on each side.  A line of its own, written only by its
+ * owner (and, once the owner is dead, by whoever repairs or takes it).
+ */
+struct qrec {
+	uint32_t tid;		/* the owner; 0: never used */
+	uint32_t pad;
+	uint64_t put;		/* intent: pos << IT_RUN_BITS | n; 0: none */
+	uint64_t get;
+	uint64_t put_mark;	/* the dead owner's intent whose loss counted */
+	uint64_t get_mark;
+	char pad2[MP__CACHELINE - 40];
+};
+_Static_assert(sizeof(struct qrec) == MP__CACHELINE, "a record, a line");
+
 struct qshm {
 	struct mp__hdr hdr;
 	uint32_t closed;
 	char pad0[MP__CACHELINE - sizeof(struct mp__hdr) - 4];
-	uint64_t tail MP__ALIGNED;
+	uint64_t tail MP__ALIGNED;	/* the next position a put claims */
 	char pad1[MP__CACHELINE - 8];
-	uint64_t head MP__ALIGNED;
+	uint64_t head MP__ALIGNED;	/* the next position a get claims */
 	char pad2[MP__CACHELINE - 8];
 	struct side put MP__ALIGNED;	/* producers waiting for room */
 	struct side get MP__ALIGNED;	/* consumers waiting for messages */
@@ -236,9 +262,10 @@ struct qshm {
 		uint64_t lost;		/* messages lost to dead tasks */
 		char pad[MP__CACHELINE - 32];
 	} join MP__ALIGNED;
+	struct qrec rec[QREC_N] MP__ALIGNED;
 };
-_Static_assert(sizeof(struct qshm) == 6 * MP__CACHELINE,
-	       "queue header: six cache lines");
+_Static_assert(sizeof(struct qshm) == (6 + QREC_N) * MP__CACHELINE,
+	       "queue header: six lines and the records");
 
 /*
  * A slot's header: the word, then (only when the length does not fit in
@@ -255,9 +282,9 @@ struct slot {
 #define DATA_OFF_LEN 16u
 
 /*
- * A held slot word seen blocking, and since when.  A waiting call keeps
- * its own; MP_NOWAIT calls, which do not wait, share one in the handle
- * (threads may overwrite each other's, which only delays a repair).
+ * A claimed slot word seen blocking, and since when.  A waiting call
+ * keeps its own; MP_NOWAIT calls, which do not wait, share one in the
+ * handle (threads may overwrite each other's, which only delays a repair).
  */
 struct stall {
 	uint64_t word;
@@ -266,7 +293,7 @@ struct stall {
 
 /*
  * The per-process handle (from lib/handle: its magic comes first); the
- * other fields are copies of what never changes, and hints.
+ * other fields are copies of what never changes, and a cache.
  */
 struct mp_queue {
 	uint32_t magic;
@@ -280,19 +307,31 @@ struct mp_queue {
 	size_t slot_size;
 	size_t data_off;	/* where a slot's bytes start */
 	bool len_inline;	/* the length is in the READY word */
-	/* Where this process's next claim starts looking (invariant 1). */
-	uint64_t put_hint;
-	uint64_t get_hint;
-	/* The held slot last seen blocking a MP_NOWAIT call here. */
+	/*
+	 * The record last used here: tid << 32 | index, one word so that
+	 * threads sharing the handle never pair one's tid with another's
+	 * index (a miss only costs a probe).
+	 */
+	uint64_t rec_hint;
+	/* head as last read by a put_many here (see run_room). */
+	uint64_t head_seen;
+	/* The claimed slot last seen blocking a MP_NOWAIT call here. */
 	struct stall nowait_stall;
 };
 _Static_assert(sizeof(struct mp_queue) <= MP__HANDLE_MAX,
 	       "the handle comes from lib/handle's pools");
 
-/* What a blocked operation waits on: the slot and the word it saw. */
+/*
+ * What a blocked operation waits on: the slot, the word it saw, the
+ * position that word serves, and the other side's index as seen after
+ * the word (a consumer's tail, a producer's head).
+ */
 struct block {
 	struct slot *sl;
 	uint64_t w;
+	uint64_t pos;
+	uint64_t *idx;
+	uint64_t iv;
 };
 
 /*
@@ -306,6 +345,7 @@ struct waiter {
 	int64_t deadline;
 	struct stall stall;
 	unsigned rounds;
+	unsigned tight;		/* polls of a claimed slot */
 	ck_backoff_t bo;
 };
 
@@ -340,12 +380,35 @@ seqdiff(uint64_t w, uint64_t pos)
 	return (int64_t)((w_seq(w) - pos) << W_SEQ_SHIFT) >> W_SEQ_SHIFT;
 }
 
+/* Stamped by a zero-copy claim: the word names the holder. */
 static inline bool
 w_held(uint64_t w)
 {
 	uint32_t st = w_state(w);
 
 	return st == ST_WRITING || st == ST_READING;
+}
+
+/* The word of a FREE slot for pos, with its low bits cleared. */
+static inline uint64_t
+free_word(uint64_t pos)
+{
+	return mkw(pos, ST_FREE, 0);
+}
+
+static inline uint64_t
+intent(uint64_t pos, uint32_t n)
+{
+	return (pos << IT_RUN_BITS) | n;
+}
+
+/* Whether intent it declares position x (positions mod 2^58). */
+static inline bool
+covers(uint64_t it, uint64_t x)
+{
+	uint64_t d = ((x << IT_RUN_BITS) - (it & ~IT_RUN_MASK)) >> IT_RUN_BITS;
+
+	return d < (it & IT_RUN_MASK);
 }
 
 static inline struct slot *
@@ -442,16 +505,6 @@ valid(const struct mp_queue *q)
 	       q->s->hdr.version == MP__LAYOUT_VERSION;
 }
 
-/* Move a hint forward to at least to: every position below is claimed. */
-static MP__COLD void
-advance(uint64_t *hint, uint64_t to)
-{
-	uint64_t cur = ck_pr_load_64(hint);
-
-	while (cur < to && !ck_pr_cas_64_value(hint, cur, to, &cur))
-		;
-}
-
 /* Wake every sleeper of a side, but only when one may sleep. */
 static inline void
 wake_side(struct side *sd)
@@ -475,39 +528,245 @@ wake_join(struct qshm *s)
 	}
 }
 
-/*
- * Retire a slot held by a dead process: (seq, WRITING|READING, tid) ->
- * (seq + cap, FREE).  Only the CAS winner counts the loss.
- */
-static bool
-repair(struct mp_queue *q, struct slot *sl, uint64_t w)
+/* After a repair or a retirement: whoever waits may move on. */
+static void
+wake_all(struct qshm *s)
 {
-	struct qshm *s = q->s;
-
-	if (!ck_pr_cas_64(&sl->word, w, mkw(w_seq(w) + q->cap, ST_FREE, 0)))
-		return false;
-	ck_pr_inc_64(&s->join.lost);
-	ck_pr_inc_64(&s->join.skipped);
 	ck_pr_fence_atomic_load();
 	wake_side(&s->put);
 	wake_side(&s->get);
 	wake_join(s);
+}
+
+/*
+ * Count one lost message for a repair of a position declared by intent it
+ * of a dead record's mark: once per intent, however many of its positions
+ * are repaired and by whom (a put_many run).  mark NULL: no record named
+ * the claim, count it.
+ */
+static void
+count_loss(struct qshm *s, uint64_t *mark, uint64_t it)
+{
+	uint64_t m;
+
+	if (mark != NULL) {
+		m = ck_pr_load_64(mark);
+		if (m == it || !ck_pr_cas_64(mark, m, it))
+			return;
+	}
+	ck_pr_inc_64(&s->join.lost);
+}
+
+/*
+ * Retire a slot stamped by a zero-copy holder that died:
+ * (seq, WRITING|READING, tid) -> (seq + cap, FREE).  Only the CAS winner
+ * counts the loss.
+ */
+static bool
+repair_held(struct mp_queue *q, struct slot *sl, uint64_t w)
+{
+	struct qshm *s = q->s;
+
+	if (!ck_pr_cas_64(&sl->word, w, free_word(w_seq(w) + q->cap)))
+		return false;
+	ck_pr_inc_64(&s->join.skipped);
+	count_loss(s, NULL, 0);
+	wake_all(s);
+	return true;
+}
+
+/* Which side's intent a record scan reads. */
+enum { PUT_SIDE, GET_SIDE };
+
+static inline uint64_t *
+rec_intent(struct qrec *r, int side)
+{
+	return side == PUT_SIDE ? &r->put : &r->get;
+}
+
+/*
+ * Whether a live task other than skip declares position x on side: then
+ * it may be the one that claimed x, and x must be left to it.  *dead is
+ * set to skip, else to the first dead record that declares x, else NULL.
+ * The caller has seen x claimed (the index past x) before it calls, and
+ * a claimer declares before its index CAS, so the claimer's record is
+ * seen here (see "Claims").
+ */
+static bool
+live_cover(struct mp_queue *q, int side, uint64_t x, struct qrec *skip,
+	   struct qrec **dead)
+{
+	struct qshm *s = q->s;
+
+	*dead = skip;
+	ck_pr_fence_load();
+	for (uint32_t i = 0; i < QREC_N; i++) {
+		struct qrec *r = &s->rec[i];
+		uint32_t tid;
+
+		if (r == skip || !covers(ck_pr_load_64(rec_intent(r, side)), x))
+			continue;
+		tid = ck_pr_load_32(&r->tid);
+		if (tid == 0)
+			continue;
+		if (mp__task_alive((pid_t)tid))
+			return true;
+		if (*dead == NULL)
+			*dead = r;
+	}
+	return false;
+}
+
+/*
+ * Whether position x on side is claimed (the index is past it) and not
+ * yet published (a put) or released (a get): what a dead claimer leaves.
+ * *wp gets the word seen.
+ */
+static bool
+stuck(struct mp_queue *q, int side, uint64_t x, uint64_t *wp)
+{
+	struct qshm *s = q->s;
+	uint64_t w = ck_pr_load_64(&slot_at(q, x)->word);
+
+	*wp = w;
+	ck_pr_fence_load();
+	if (side == PUT_SIDE)
+		return w == free_word(x) &&
+		       (int64_t)(ck_pr_load_64(&s->tail) - x) > 0;
+	return (w & ~(uint64_t)W_TID_MASK) == mkw(x, ST_READY, 0) &&
+	       (int64_t)(ck_pr_load_64(&s->head) - x) > 0;
+}
+
+/*
+ * Retire position x of side, claimed by a task that no live record
+ * declares: a put's slot becomes a tombstone (seq + cap, FREE) that
+ * consumers step over; a get's slot goes to the next lap, its message
+ * lost.  dead is the record to count the loss against (or NULL).
+ * Returns whether this call retired it.
+ */
+static bool
+repair_claim(struct mp_queue *q, int side, uint64_t x, uint64_t w,
+	     struct qrec *dead)
+{
+	struct qshm *s = q->s;
+	uint64_t *mark = NULL, it = 0;
+
+	if (!ck_pr_cas_64(&slot_at(q, x)->word, w, free_word(x + q->cap)))
+		return false;
+	ck_pr_inc_64(&s->join.skipped);
+	if (dead != NULL) {
+		mark = side == PUT_SIDE ? &dead->put_mark : &dead->get_mark;
+		it = ck_pr_load_64(rec_intent(dead, side));
+	}
+	count_loss(s, mark, it);
+	wake_all(s);
 	return true;
 }
 
 /*
- * Called while blocked on a held slot: once the same word has blocked
- * this process for STALL_NS, ask whether its owner lives, and repair the
- * slot when it does not.  Returns true when the slot was repaired (by us
- * or by someone else: the word moved on).
+ * A record taken over from a dead owner (or found with this tid, left by
+ * an earlier task of the same id): retire what its intents claimed and
+ * never finished, unless a live task declares it too.  The new owner
+ * holds no claim yet, so nothing it declares is its own.
+ */
+static MP__COLD void
+rec_heal(struct mp_queue *q, struct qrec *r)
+{
+	for (int side = PUT_SIDE; side <= GET_SIDE; side++) {
+		uint64_t it = ck_pr_load_64(rec_intent(r, side)), w;
+		uint64_t p = it >> IT_RUN_BITS;
+		struct qrec *dead;
+
+		for (uint64_t i = 0; i < (it & IT_RUN_MASK); i++)
+			if (stuck(q, side, p + i, &w) &&
+			    !live_cover(q, side, p + i, r, &dead))
+				repair_claim(q, side, p + i, w, dead);
+		ck_pr_store_64(rec_intent(r, side), 0);
+	}
+}
+
+/*
+ * Find or take the calling task's record.  Records are never given back
+ * to 0, so a task's own record lies before the first unused one on its
+ * probe path; a record whose owner died is taken over after its claims
+ * are healed.  NULL: QREC_N live tasks hold them all.
+ */
+static MP__COLD struct qrec *
+rec_attach(struct mp_queue *q, uint32_t tid)
+{
+	struct qshm *s = q->s;
+	uint32_t h = tid % QREC_N, idx = 0, t;
+	struct qrec *r = NULL;
+
+	for (uint32_t i = 0; i < QREC_N; i++) {
+		idx = (h + i) % QREC_N;
+		t = ck_pr_load_32(&s->rec[idx].tid);
+		if (t == tid) {
+			r = &s->rec[idx];
+			rec_heal(q, r);
+			goto found;
+		}
+		if (t == 0)
+			break;
+	}
+	for (uint32_t i = 0; i < QREC_N; i++) {
+		idx = (h + i) % QREC_N;
+		r = &s->rec[idx];
+		t = ck_pr_load_32(&r->tid);
+		if (t == 0 && ck_pr_cas_32(&r->tid, 0, tid))
+			goto found;
+		if (t != 0 && t != tid && !mp__task_alive((pid_t)t) &&
+		    ck_pr_cas_32(&r->tid, t, tid)) {
+			rec_heal(q, r);
+			goto found;
+		}
+	}
+	return NULL;
+found:
+	ck_pr_store_64(&q->rec_hint, (uint64_t)tid << 32 | idx);
+	return r;
+}
+
+/* The calling task's record: the handle's hint, else rec_attach. */
+static inline struct qrec *
+rec_cached(const struct mp_queue *q, uint32_t tid)
+{
+	uint64_t hint = ck_pr_load_64(&q->rec_hint);
+
+	if (MP__LIKELY((uint32_t)(hint >> 32) == tid))
+		return &q->s->rec[(uint32_t)hint % QREC_N];
+	return NULL;
+}
+
+static struct qrec *
+rec_of(struct mp_queue *q, uint32_t tid)
+{
+	struct qrec *r = rec_cached(q, tid);
+
+	return r != NULL ? r : rec_attach(q, tid);
+}
+
+/*
+ * Called while blocked: once the same claimed word has blocked this
+ * process for STALL_NS, ask whether its claimer lives, and repair the
+ * slot when it does not.  A word stamped by a zero-copy claim names its
+ * holder; an index claim is looked up in the records.  Returns true when
+ * the slot was repaired (by us or by someone else: the word moved on).
  */
 static bool
 stalled(struct mp_queue *q, const struct block *b, struct stall *st)
 {
-	uint64_t now;
+	uint64_t now, w;
+	struct qrec *dead;
+	int side;
 
-	if (!w_held(b->w))
-		return false;
+	if (w_held(b->w)) {
+		side = -1;
+	} else {
+		side = w_state(b->w) == ST_FREE ? PUT_SIDE : GET_SIDE;
+		if (!stuck(q, side, b->pos, &w) || w != b->w)
+			return false;
+	}
 	now = (uint64_t)mp__now();
 	if (ck_pr_load_64(&st->word) != b->w) {
 		ck_pr_store_64(&st->word, b->w);
@@ -516,76 +775,88 @@ stalled(struct mp_queue *q, const struct block *b, struct stall *st)
 	}
 	if ((int64_t)(now - ck_pr_load_64(&st->since)) < STALL_NS)
 		return false;
-	if (mp__task_alive((pid_t)w_tid(b->w))) {
+	if (side < 0 ? mp__task_alive((pid_t)w_tid(b->w)) :
+		       live_cover(q, side, b->pos, NULL, &dead)) {
 		ck_pr_store_64(&st->since, now);
 		return false;
 	}
-	return repair(q, b->sl, b->w) || ck_pr_load_64(&b->sl->word) != b->w;
+	if (side < 0 ? repair_held(q, b->sl, b->w) :
+		       repair_claim(q, side, b->pos, b->w, dead))
+		return true;
+	return ck_pr_load_64(&b->sl->word) != b->w;
 }
 
-/* Where a walk starts: the later of this process's hint and the shared one. */
-static inline uint64_t
-start_at(const uint64_t *local, const uint64_t *shared)
+/* Whether a block is on a claimed slot (a claimer at work, or dead). */
+static inline bool
+block_claimed(const struct block *b)
 {
-	uint64_t l = ck_pr_load_64(local), s = ck_pr_load_64(shared);
-
-	return (int64_t)(l - s) > 0 ? l : s;
+	return w_held(b->w) || (int64_t)(b->iv - b->pos) > 0;
 }
 
 /*
- * A claim of position pos was made: remember pos + 1 in this process's
- * hint, and publish it to the shared hint once every HINT_EVERY positions
- * (invariant 1 holds for both: pos + 1 <= the first unclaimed position).
+ * A put claimed positions t..t+n-1 and then found the queue closed: hand
+ * them on as tombstones (skipped, not lost) and wake whoever waits.
  */
-static inline void
-claimed(uint64_t *local, uint64_t *shared, uint64_t pos)
-{
-	ck_pr_store_64(local, pos + 1);
-	if (((pos + 1) & (HINT_EVERY - 1)) == 0)
-		advance(shared, pos + 1);
-}
-
-/*
- * A put claimed position t and then found the queue closed: hand the
- * slot on as if consumed (skipped, not lost) and wake whoever waits.
- */
-static void
-retire_claim(struct mp_queue *q, struct slot *sl, uint64_t t)
+static MP__COLD void
+retire_run(struct mp_queue *q, uint64_t t, uint32_t n)
 {
 	struct qshm *s = q->s;
 
-	ck_pr_fas_64(&sl->word, mkw(t + q->cap, ST_FREE, 0));
-	ck_pr_inc_64(&s->join.skipped);
-	ck_pr_fence_atomic_load();
-	wake_side(&s->get);
-	wake_join(s);
-	advance(&s->tail, t + 1);
+	for (uint32_t i = 0; i < n; i++)
+		ck_pr_fas_64(&slot_at(q, t + i)->word, free_word(t + i + q->cap));
+	ck_pr_add_64(&s->join.skipped, n);
+	wake_all(s);
 }
 
 /*
- * How many positions one claim may look at.  Each step past a position
- * means another process took it (or the position hint jumped forward to
- * where they are), so a healthy ring needs about its length plus what
- * others claim meanwhile; only words a peer wrote over (seqs far ahead,
- * a garbage tail or head hint) send a claim along 2^40 positions.  The
- * bound turns that endless loop into MP_ECORRUPT.
+ * How many positions one claim may look at.  Each step means another
+ * process took the position (or the index moved on), so a healthy ring
+ * needs about its length plus what others claim meanwhile; only words a
+ * peer wrote over (seqs far ahead, a garbage index) send a claim along
+ * 2^40 positions.  The bound turns that endless loop into MP_ECORRUPT.
  */
 #define SCAN_MAX(q) (4 * (q)->cap + 65536)
 
 /*
- * Producer claim.  *cursor is the position to try first; on success it
- * is the claimed position, and *saw is or-ed with the consumers' sleep
- * flag as read after the claim.  Returns 1 (claimed), 0 (full: *b says on
- * what), -EPIPE (closed; a slot claimed after the close is retired),
- * MP_ECORRUPT (SCAN_MAX).
+ * How many positions from t (whose slot is free) a run may claim, up to
+ * want: those below head + cap were taken by consumers already, so their
+ * slots are free or about to be (see put_fill).  head is read from the
+ * handle's copy, which only lags; the shared one, a line the consumers
+ * write on every get, at most once a call (*reload), when the copy says
+ * there is not room enough.
+ */
+static inline uint32_t
+run_room(struct mp_queue *q, uint64_t t, uint32_t want, bool *reload)
+{
+	uint64_t seen = ck_pr_load_64(&q->head_seen);
+	int64_t room = (int64_t)(seen + q->cap - t);
+
+	if (room < (int64_t)want && *reload) {
+		*reload = false;
+		seen = ck_pr_load_64(&q->s->head);
+		ck_pr_store_64(&q->head_seen, seen);
+		room = (int64_t)(seen + q->cap - t);
+	}
+	if (room <= 1)
+		return 1;
+	return room < (int64_t)want ? (uint32_t)room : want;
+}
+
+/*
+ * Producer claim of up to want (1..RUN_MAX) positions in a row, declared
+ * in r (*reload: see run_room).  On success *pos and *got are the run, and *saw is or-ed with
+ * the consumers' sleep flag as read after the claim.  Returns 1
+ * (claimed), 0 (full: *b says on what), -EPIPE (closed; a run claimed
+ * after the close is retired), MP_ECORRUPT (SCAN_MAX).
  */
 static int
-claim_put(struct mp_queue *q, uint64_t *cursor, struct slot **out,
-	  struct block *b, uint32_t *saw)
+claim_put(struct mp_queue *q, struct qrec *r, uint32_t want, bool *reload,
+	  uint64_t *pos, uint32_t *got, struct block *b, uint32_t *saw)
 {
 	struct qshm *s = q->s;
-	uint64_t t = *cursor, w, looked = 0;
+	uint64_t t = ck_pr_load_64(&s->tail), w, looked = 0;
 	struct slot *sl;
+	uint32_t n;
 	int64_t d;
 
 	for (;;) {
@@ -595,10 +866,14 @@ claim_put(struct mp_queue *q, uint64_t *cursor, struct slot **out,
 		sl = slot_at(q, t);
 		w = ck_pr_load_64(&sl->word);
 		d = seqdiff(w, t);
-		if (d == 0 && w_state(w) == ST_FREE) {
-			if (!ck_pr_cas_64(&sl->word, w,
-					  mkw(t, ST_WRITING, me())))
+		if (w == free_word(t)) {
+			n = want > 1 ? run_room(q, t, want, reload) : 1;
+			/* Declare, then claim: see "Claims". */
+			ck_pr_store_64(&r->put, intent(t, n));
+			if (!ck_pr_cas_64_value(&s->tail, t, t + n, &t)) {
+				ck_pr_store_64(&r->put, 0);
 				continue;
+			}
 			/*
 			 * The CAS is a full barrier: these loads of closed
 			 * and of the sleep flag are ordered after the claim
@@ -606,43 +881,42 @@ claim_put(struct mp_queue *q, uint64_t *cursor, struct slot **out,
 			 */
 			ck_pr_fence_atomic_load();
 			if (MP__UNLIKELY(ck_pr_load_32(&s->closed) != 0)) {
-				retire_claim(q, sl, t);
+				retire_run(q, t, n);
 				return -EPIPE;
 			}
 			*saw |= ck_pr_load_32(&s->get.flag);
-			*cursor = t;
-			*out = sl;
+			*pos = t;
+			*got = n;
 			return 1;
 		}
 		if (d < 0) {
 			/* The previous lap still holds the slot: full. */
 			b->sl = sl;
 			b->w = w;
-			advance(&s->tail, t);
-			*cursor = t;
+			b->pos = t + (uint64_t)d;
+			b->idx = &s->head;
+			ck_pr_fence_load();
+			b->iv = ck_pr_load_64(&s->head);
 			return 0;
 		}
-		/* Position t belongs to someone else: look further. */
-		t++;
-		uint64_t hint = ck_pr_load_64(&s->tail);
-		if ((int64_t)(hint - t) > 0)
-			t = hint;
+		/* Claimed already (d >= 0): our view of tail is old. */
+		t = ck_pr_load_64(&s->tail);
 	}
 }
 
 /*
- * Consumer claim.  Returns 1 (claimed; *cursor, *out, *lenp set, *saw
- * or-ed with the producers' sleep flag), 0 (empty: *b says on what),
- * -EMSGSIZE (the next message exceeds cap; it is left as it is),
- * MP_ECORRUPT (its length exceeds msg_max: a peer wrote over the ring;
- * nothing is copied and the slot is left as it is; or SCAN_MAX).
+ * Consumer claim of one message, declared in r.  Returns 1 (claimed; *pos,
+ * *out, *lenp set, *saw or-ed with the producers' sleep flag), 0 (empty:
+ * *b says on what), -EMSGSIZE (the next message exceeds cap; it is left
+ * as it is), MP_ECORRUPT (its length exceeds msg_max: a peer wrote over
+ * the ring; nothing is copied and the slot is left as it is; or SCAN_MAX).
  */
 static int
-claim_get(struct mp_queue *q, uint64_t *cursor, size_t cap,
+claim_get(struct mp_queue *q, struct qrec *r, size_t cap, uint64_t *pos,
 	  struct slot **out, size_t *lenp, struct block *b, uint32_t *saw)
 {
 	struct qshm *s = q->s;
-	uint64_t h = *cursor, w, looked = 0;
+	uint64_t h = ck_pr_load_64(&s->head), w, looked = 0;
 	struct slot *sl;
 	int64_t d;
 
@@ -652,75 +926,79 @@ claim_get(struct mp_queue *q, uint64_t *cursor, size_t cap,
 		sl = slot_at(q, h);
 		w = ck_pr_load_64(&sl->word);
 		d = seqdiff(w, h);
-		if (d == 0) {
-			uint32_t st = w_state(w);
-
-			if (st == ST_READY) {
-				size_t len = ready_len(q, sl, w);
-				/* Only a peer that wrote over the ring. */
-				if (MP__UNLIKELY(len > q->msg_max))
-					return MP_ECORRUPT;
-				if (len > cap) {
-					b->sl = sl;
-					b->w = w;
-					*cursor = h;
-					return -EMSGSIZE;
-				}
-				if (!ck_pr_cas_64(&sl->word, w,
-						  mkw(h, ST_READING, me())))
-					continue;
-				/* The CAS orders this load after the claim. */
-				ck_pr_fence_atomic_load();
-				*saw |= ck_pr_load_32(&s->put.flag);
-				*cursor = h;
-				*out = sl;
-				*lenp = len;
-				return 1;
-			}
-			if (st != ST_READING) {
-				/* FREE or WRITING: nothing to take yet. */
+		if (d == 0 && w_state(w) == ST_READY) {
+			size_t len = ready_len(q, sl, w);
+			/* Only a peer that wrote over the ring. */
+			if (MP__UNLIKELY(len > q->msg_max))
+				return MP_ECORRUPT;
+			if (len > cap) {
 				b->sl = sl;
 				b->w = w;
-				advance(&s->head, h);
-				*cursor = h;
-				return 0;
+				return -EMSGSIZE;
 			}
-		} else if (d < 0) {
-			/* The previous lap is still being read: empty. */
+			ck_pr_store_64(&r->get, intent(h, 1));
+			if (!ck_pr_cas_64_value(&s->head, h, h + 1, &h)) {
+				ck_pr_store_64(&r->get, 0);
+				continue;
+			}
+			/* The CAS orders this load after the claim. */
+			ck_pr_fence_atomic_load();
+			*saw |= ck_pr_load_32(&s->put.flag);
+			*pos = h;
+			*out = sl;
+			*lenp = len;
+			return 1;
+		}
+		if (d < 0 || (d == 0 && w_state(w) != ST_READING)) {
+			/*
+			 * FREE or WRITING at h: nothing to take yet; or the
+			 * previous lap is still being read: empty.
+			 */
 			b->sl = sl;
 			b->w = w;
-			advance(&s->head, h);
-			*cursor = h;
+			b->pos = h + (uint64_t)d;
+			b->idx = &s->tail;
+			ck_pr_fence_load();
+			b->iv = ck_pr_load_64(&s->tail);
 			return 0;
 		}
-		/* Taken by another consumer (READING, or d > 0). */
-		h++;
-		uint64_t hint = ck_pr_load_64(&s->head);
-		if ((int64_t)(hint - h) > 0)
-			h = hint;
+		if (d > 0 && ck_pr_load_64(&s->head) == h) {
+			/*
+			 * h's turn is over but no get claimed it: a tombstone
+			 * (a retired put), to step over.
+			 */
+			if (ck_pr_cas_64_value(&s->head, h, h + 1, &h))
+				h++;
+			continue;
+		}
+		/* Claimed already: our view of head is old. */
+		h = ck_pr_load_64(&s->head);
 	}
 }
 
 /*
- * The common case of claim_put, inline: the slot at t is free for it.
- * Returns 1 (claimed: *out, *saw or-ed), 0 (not at once: take the walk),
- * PUT_CLOSED (claimed *out, then found the queue closed: the caller
- * retires the slot, so that this stays free of calls).  A blind CAS,
- * without loading the word first: the line usually sits in the
- * consumer's cache, and one exclusive fetch is cheaper than a shared
- * fetch followed by an upgrade.  tid is me(), read once a call.
+ * The common case of claim_put, inline: the slot at the tail is free.
+ * Returns 1 (claimed t: *out, *saw or-ed), 0 (not at once: take the
+ * walk), PUT_CLOSED (claimed t, then found the queue closed: the caller
+ * retires it, so that this stays free of calls).
  */
 #define PUT_CLOSED 2
 static inline int
-put_try(struct mp_queue *q, uint64_t t, struct slot **out, uint32_t *saw,
-	uint32_t tid)
+put_try(struct mp_queue *q, struct qrec *r, uint64_t *tp, struct slot **out,
+	uint32_t *saw)
 {
 	struct qshm *s = q->s;
+	uint64_t t = ck_pr_load_64(&s->tail);
 	struct slot *sl = slot_at(q, t);
 
-	if (MP__UNLIKELY(!ck_pr_cas_64(&sl->word, mkw(t, ST_FREE, 0),
-				       mkw(t, ST_WRITING, tid))))
+	if (MP__UNLIKELY(ck_pr_load_64(&sl->word) != free_word(t)))
 		return 0;
+	ck_pr_store_64(&r->put, intent(t, 1));
+	if (MP__UNLIKELY(!ck_pr_cas_64(&s->tail, t, t + 1))) {
+		ck_pr_store_64(&r->put, 0);
+		return 0;
+	}
+	*tp = t;
 	*out = sl;
 	/* As in claim_put: ordered after the claim. */
 	ck_pr_fence_atomic_load();
@@ -730,32 +1008,19 @@ put_try(struct mp_queue *q, uint64_t t, struct slot **out, uint32_t *saw,
 	return 1;
 }
 
-/* put_try, then the walk: claim_put's contract. */
-static inline int
-claim_put_fast(struct mp_queue *q, uint64_t *cursor, struct slot **out,
-	       struct block *b, uint32_t *saw, uint32_t tid)
-{
-	int rc = put_try(q, *cursor, out, saw, tid);
-
-	if (MP__UNLIKELY(rc == PUT_CLOSED)) {
-		retire_claim(q, *out, *cursor);
-		return -EPIPE;
-	}
-	return rc != 0 ? rc : claim_put(q, cursor, out, b, saw);
-}
-
 /*
- * The common case of claim_get, inline: the slot at h is ready and fits.
- * The word is loaded first, since it carries the length that must be
- * checked against the caller's buffer before claiming (a message too long
- * stays queued); measured, the load costs 1-2% against a blind CAS, and it
- * lets a corrupt length be refused before anything is claimed.  Returns
- * true when claimed (*out, *lenp set, *saw or-ed); false: take the walk.
+ * The common case of claim_get, inline: the slot at the head is ready and
+ * fits.  The word carries the length, checked against the caller's buffer
+ * before claiming (a message too long stays queued), and a corrupt length
+ * is refused before anything is claimed.  Returns true when claimed (*hp,
+ * *out, *lenp set, *saw or-ed); false: take the walk.
  */
 static inline bool
-get_try(struct mp_queue *q, uint64_t h, size_t cap, struct slot **out,
-	size_t *lenp, uint32_t *saw, uint32_t tid)
+get_try(struct mp_queue *q, struct qrec *r, size_t cap, uint64_t *hp,
+	struct slot **out, size_t *lenp, uint32_t *saw)
 {
+	struct qshm *s = q->s;
+	uint64_t h = ck_pr_load_64(&s->head);
 	struct slot *sl = slot_at(q, h);
 	uint64_t w = ck_pr_load_64(&sl->word);
 	size_t len;
@@ -763,26 +1028,20 @@ get_try(struct mp_queue *q, uint64_t h, size_t cap, struct slot **out,
 	if (MP__UNLIKELY((w & ~(uint64_t)W_TID_MASK) != mkw(h, ST_READY, 0)))
 		return false;
 	len = ready_len(q, sl, w);
-	if (MP__UNLIKELY(len > cap || len > q->msg_max) ||
-	    !ck_pr_cas_64(&sl->word, w, mkw(h, ST_READING, tid)))
+	if (MP__UNLIKELY(len > cap || len > q->msg_max))
 		return false;
+	ck_pr_store_64(&r->get, intent(h, 1));
+	if (MP__UNLIKELY(!ck_pr_cas_64(&s->head, h, h + 1))) {
+		ck_pr_store_64(&r->get, 0);
+		return false;
+	}
 	/* As in claim_get: ordered after the claim. */
 	ck_pr_fence_atomic_load();
-	*saw |= ck_pr_load_32(&q->s->put.flag);
+	*saw |= ck_pr_load_32(&s->put.flag);
+	*hp = h;
 	*out = sl;
 	*lenp = len;
 	return true;
-}
-
-/* get_try, then the walk: claim_get's contract. */
-static inline int
-claim_get_fast(struct mp_queue *q, uint64_t *cursor, size_t cap,
-	       struct slot **out, size_t *lenp, struct block *b,
-	       uint32_t *saw, uint32_t tid)
-{
-	if (get_try(q, *cursor, cap, out, lenp, saw, tid))
-		return 1;
-	return claim_get(q, cursor, cap, out, lenp, b, saw);
 }
 
 /*
@@ -846,6 +1105,7 @@ waiter_init(struct waiter *wt, int64_t timeout_ns)
 	else
 		wt->deadline = DL_UNSET;
 	wt->rounds = 0;
+	wt->tight = 0;
 	wt->bo = SPIN_START;
 	wt->stall.word = 0;
 	wt->stall.since = 0;
@@ -867,6 +1127,18 @@ wait_step(struct mp_queue *q, struct side *sd, struct waiter *wt,
 
 	if (wt->deadline == DL_UNSET)
 		mp__deadline(wt->timeout, &wt->deadline);
+	/*
+	 * A claimed slot is published (or released) within nanoseconds
+	 * unless its claimer was preempted: a consumer polls it tightly for
+	 * a while, where a backoff step would overshoot by microseconds.  A
+	 * producer on a full ring backs off instead: the consumers it would
+	 * poll are working on those very lines.
+	 */
+	if (wt->tight < TIGHT_SPIN && sd == &s->get && block_claimed(b)) {
+		wt->tight++;
+		ck_pr_stall();
+		return 0;
+	}
 	/* Spin first: no clock, no system call, the peer is likely busy. */
 	if (wt->rounds < SPIN_ROUNDS) {
 		wt->rounds++;
@@ -888,9 +1160,10 @@ wait_step(struct mp_queue *q, struct side *sd, struct waiter *wt,
 	v = ck_pr_load_32(&sd->seq);
 	ck_pr_fence_load();
 	if (ck_pr_load_64(&b->sl->word) != b->w ||
+	    ck_pr_load_64(b->idx) != b->iv ||
 	    ck_pr_load_32(&s->closed) != 0)
 		return 0;
-	nap = mp__now() + (w_held(b->w) ? NAP_HELD_NS : NAP_IDLE_NS);
+	nap = mp__now() + (block_claimed(b) ? NAP_HELD_NS : NAP_IDLE_NS);
 	rc = mp__futex_wait(&sd->seq, v, nap < wt->deadline ? nap :
 					    wt->deadline);
 	if (rc == -ETIMEDOUT && wt->deadline != MP__NEVER &&
@@ -1027,12 +1300,13 @@ mp_queue_free(mp_queue *q)
 }
 
 /*
- * Claim a slot for a put, waiting as wt allows.  Returns 1, or -EAGAIN,
- * -ETIMEDOUT, -EPIPE.
+ * Claim a run of up to want positions for a put, waiting as wt allows.
+ * Returns 1, or -EAGAIN, -ETIMEDOUT, -EPIPE, MP_ECORRUPT.
  */
 static int
-put_claim_wait(struct mp_queue *q, struct waiter *wt, uint64_t *cursor,
-	       struct slot **sl, uint32_t *saw)
+put_claim_wait(struct mp_queue *q, struct qrec *r, struct waiter *wt,
+	       uint32_t want, bool *reload, uint64_t *pos, uint32_t *got,
+	       uint32_t *saw)
 {
 	struct qshm *s = q->s;
 	struct block b;
@@ -1041,7 +1315,7 @@ put_claim_wait(struct mp_queue *q, struct waiter *wt, uint64_t *cursor,
 	for (;;) {
 		if (MP__UNLIKELY(ck_pr_load_32(&s->closed) != 0))
 			return -EPIPE;
-		rc = claim_put(q, cursor, sl, &b, saw);
+		rc = claim_put(q, r, want, reload, pos, got, &b, saw);
 		if (rc != 0)
 			return rc;
 		if (wt->deadline == DL_NOWAIT) {
@@ -1052,13 +1326,71 @@ put_claim_wait(struct mp_queue *q, struct waiter *wt, uint64_t *cursor,
 		}
 		if ((rc = wait_step(q, &s->put, wt, &b)) < 0)
 			return rc;
-		/*
-		 * Resume where we blocked, or later if others moved the
-		 * hint on: the shared hint alone lags by up to HINT_EVERY
-		 * positions per process, each a line the producer writes.
-		 */
-		*cursor = start_at(cursor, &s->tail);
 	}
+}
+
+/*
+ * Wait until the slot of pos, the rest of a run this task claimed, is
+ * handed back by the consumer of the previous lap, who claimed it before
+ * the run (pos < head + cap) and is copying it out, or died doing so: the
+ * claimer repairs it then, as any waiter.  No timeout: the positions are
+ * this task's already, and their consumer is at work or dead.
+ */
+static MP__COLD void
+put_fill(struct mp_queue *q, struct slot *sl, uint64_t pos)
+{
+	struct waiter wt;
+	struct block b;
+
+	/* The consumer is usually mid-copy: a bare spin first. */
+	for (unsigned i = 0; i < FILL_SPIN; i++) {
+		if (ck_pr_load_64(&sl->word) == free_word(pos))
+			return;
+		ck_pr_stall();
+	}
+	waiter_init(&wt, MP_FOREVER);
+	for (;;) {
+		b.w = ck_pr_load_64(&sl->word);
+		if (b.w == free_word(pos))
+			return;
+		b.sl = sl;
+		b.pos = pos - q->cap;
+		b.idx = &q->s->head;
+		ck_pr_fence_load();
+		b.iv = ck_pr_load_64(&q->s->head);
+		wait_step(q, &q->s->put, &wt, &b);
+	}
+}
+
+/*
+ * Fill and publish a claimed run t..t+n-1.  The run's lines are fetched
+ * for writing all at once, so that their transfers from the consumers'
+ * caches overlap instead of following one another; every slot is written
+ * before any is published, so that consumers do not pull the lines back
+ * while the run is being written.  A kill before the publishing leaves
+ * the whole run to be retired as one loss.
+ */
+static MP__NOINLINE void
+put_run(struct mp_queue *q, uint64_t t, uint32_t n, const void *const msgs[],
+	const size_t lens[])
+{
+	for (uint32_t k = 0; k < n; k++)
+		__builtin_prefetch(slot_at(q, t + k), 1);
+	for (uint32_t k = 0; k < n; k++) {
+		struct slot *sl = slot_at(q, t + k);
+
+		if (k > 0 && MP__UNLIKELY(ck_pr_load_64(&sl->word) !=
+					  free_word(t + k)))
+			put_fill(q, sl, t + k);
+		copy_msg(slot_data(q, sl), msgs[k], lens[k]);
+		if (!q->len_inline)
+			ck_pr_store_32(&sl->len, (uint32_t)lens[k]);
+	}
+	/* Orders the data and len stores before every READY. */
+	ck_pr_fence_store();
+	for (uint32_t k = 0; k < n; k++)
+		ck_pr_store_64(&slot_at(q, t + k)->word,
+			       ready_word(q, t + k, lens[k]));
 }
 
 ssize_t
@@ -1066,10 +1398,11 @@ mp_queue_put_many(mp_queue *q, const void *const msgs[], const size_t lens[],
 		  size_t n, int64_t timeout_ns)
 {
 	struct waiter wt;
-	struct slot *sl;
+	struct qrec *r;
 	struct block b;
-	uint64_t cursor;
-	uint32_t saw = 0, tid;
+	uint64_t t;
+	uint32_t saw = 0, got;
+	bool reload = true;
 	size_t i = 0;
 	int rc = 0;
 
@@ -1084,23 +1417,30 @@ mp_queue_put_many(mp_queue *q, const void *const msgs[], const size_t lens[],
 	}
 	if (MP__UNLIKELY(ck_pr_load_32(&q->s->closed) != 0))
 		return -EPIPE;
-	cursor = start_at(&q->put_hint, &q->s->tail);
-	tid = me();
+	if ((r = rec_of(q, (uint32_t)mp__tid())) == NULL)
+		return -EUSERS;
 	while (i < n) {
-		rc = claim_put_fast(q, &cursor, &sl, &b, &saw, tid);
+		uint32_t want = n - i < RUN_MAX ? (uint32_t)(n - i) : RUN_MAX;
+
+		rc = claim_put(q, r, want, &reload, &t, &got, &b, &saw);
 		if (rc == 0) {
 			/* Wake consumers for what we published, then wait. */
 			wake_if(&q->s->get, saw);
 			saw = 0;
-			rc = put_claim_wait(q, &wt, &cursor, &sl, &saw);
+			rc = put_claim_wait(q, r, &wt, want, &reload, &t, &got,
+					    &saw);
 		}
 		if (rc < 0)
 			break;
-		claimed(&q->put_hint, &q->s->tail, cursor);
-		copy_msg(slot_data(q, sl), msgs[i], lens[i]);
-		publish(q, sl, cursor, lens[i], false);
-		cursor++;
-		i++;
+		if (got > 1)
+			put_run(q, t, got, msgs + i, lens + i);
+		else {
+			struct slot *sl = slot_at(q, t);
+
+			copy_msg(slot_data(q, sl), msgs[i], lens[i]);
+			publish(q, sl, t, lens[i], false);
+		}
+		i += got;
 	}
 	wake_if(&q->s->get, saw);
 	return i > 0 ? (ssize_t)i : rc;
@@ -1124,6 +1464,7 @@ put_general(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 {
 	struct qshm *s;
 	struct slot *sl;
+	struct qrec *r;
 	uint64_t t;
 	uint32_t saw = 0;
 	int rc;
@@ -1135,15 +1476,15 @@ put_general(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 	s = q->s;
 	if (MP__UNLIKELY(ck_pr_load_32(&s->closed) != 0))
 		goto slow;
-	t = start_at(&q->put_hint, &s->tail);
-	rc = put_try(q, t, &sl, &saw, me());
+	if ((r = rec_of(q, (uint32_t)mp__tid())) == NULL)
+		goto slow;
+	rc = put_try(q, r, &t, &sl, &saw);
 	if (MP__UNLIKELY(rc == PUT_CLOSED)) {
-		retire_claim(q, sl, t);
+		retire_run(q, t, 1);
 		return -EPIPE;
 	}
 	if (MP__UNLIKELY(rc == 0))
 		goto slow;
-	claimed(&q->put_hint, &s->tail, t);
 	copy_msg(slot_data(q, sl), msg, len);
 	publish(q, sl, t, len, false);
 	wake_if(&s->get, saw);
@@ -1152,21 +1493,19 @@ slow:
 	return put_slow(q, msg, len, timeout_ns);
 }
 
-/* After a leaf put: the shared hint's turn, and a wake, out of line. */
+/* After a leaf put: a wake, out of line. */
 static MP__COLD int
-put_done(mp_queue *q, uint64_t t, uint32_t saw)
+put_done(mp_queue *q, uint32_t saw)
 {
-	if (((t + 1) & (HINT_EVERY - 1)) == 0)
-		advance(&q->s->tail, t + 1);
 	wake_if(&q->s->get, saw);
 	return 0;
 }
 
 /* A leaf put claimed a slot and then found the queue closed. */
 static MP__COLD int
-put_closed(mp_queue *q, struct slot *sl, uint64_t t)
+put_closed(mp_queue *q, uint64_t t)
 {
-	retire_claim(q, sl, t);
+	retire_run(q, t, 1);
 	return -EPIPE;
 }
 
@@ -1176,6 +1515,7 @@ mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 	uint32_t tid, saw = 0;
 	struct qshm *s;
 	struct slot *sl;
+	struct qrec *r;
 	uint64_t t;
 	int rc;
 
@@ -1187,25 +1527,25 @@ mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 	 */
 	if (len > SMALL_MAX)
 		goto general;
-	tid = (uint32_t)mp__cached_tid & W_TID_MASK;
+	tid = (uint32_t)mp__cached_tid;
 	if (MP__UNLIKELY(!valid(q) || len > q->msg_max ||
 			 (msg == NULL && len != 0) ||
-			 !MP__TIMEOUT_OK(timeout_ns) || tid == 0))
+			 !MP__TIMEOUT_OK(timeout_ns)))
 		goto general;
 	s = q->s;
-	if (MP__UNLIKELY(ck_pr_load_32(&s->closed) != 0))
+	r = rec_cached(q, tid);
+	if (MP__UNLIKELY(r == NULL || tid == 0 ||
+			 ck_pr_load_32(&s->closed) != 0))
 		goto general;
-	t = start_at(&q->put_hint, &s->tail);
-	rc = put_try(q, t, &sl, &saw, tid);
+	rc = put_try(q, r, &t, &sl, &saw);
 	if (MP__UNLIKELY(rc == 0))
 		goto general;
 	if (MP__UNLIKELY(rc == PUT_CLOSED))
-		return put_closed(q, sl, t);
-	ck_pr_store_64(&q->put_hint, t + 1);
+		return put_closed(q, t);
 	copy_small(slot_data(q, sl), msg, len);
 	publish(q, sl, t, len, false);
-	if (MP__UNLIKELY(saw != 0 || ((t + 1) & (HINT_EVERY - 1)) == 0))
-		return put_done(q, t, saw);
+	if (MP__UNLIKELY(saw != 0))
+		return put_done(q, saw);
 	return 0;
 general:
 	return put_general(q, msg, len, timeout_ns);
@@ -1215,17 +1555,26 @@ int
 mp_queue_reserve(mp_queue *q, void **buf, int64_t timeout_ns)
 {
 	struct waiter wt;
+	struct qrec *r;
+	uint64_t t;
+	uint32_t saw = 0, got, tid;
 	struct slot *sl;
-	uint64_t cursor;
-	uint32_t saw = 0;
 	int rc;
 
 	if (!valid(q) || buf == NULL || waiter_init(&wt, timeout_ns) < 0)
 		return -EINVAL;
-	cursor = start_at(&q->put_hint, &q->s->tail);
-	if ((rc = put_claim_wait(q, &wt, &cursor, &sl, &saw)) < 0)
+	tid = (uint32_t)mp__tid();
+	if ((r = rec_of(q, tid)) == NULL)
+		return -EUSERS;
+	if ((rc = put_claim_wait(q, r, &wt, 1, NULL, &t, &got, &saw)) < 0)
 		return rc;
-	claimed(&q->put_hint, &q->s->tail, cursor);
+	/*
+	 * Stamp the holder into the word: commit checks it, and a kill
+	 * from here on is repaired by the word alone (the record's intent
+	 * is free for this task's next put).
+	 */
+	sl = slot_at(q, t);
+	ck_pr_store_64(&sl->word, mkw(t, ST_WRITING, tid & W_TID_MASK));
 	*buf = slot_data(q, sl);
 	return 0;
 }
@@ -1268,25 +1617,26 @@ mp_queue_commit(mp_queue *q, void *buf, size_t len)
 
 /*
  * Claim the next message for a get, waiting as wt allows.  Returns 1, or
- * -EAGAIN, -ETIMEDOUT, -EPIPE, -EMSGSIZE.
+ * -EAGAIN, -ETIMEDOUT, -EPIPE, -EMSGSIZE, MP_ECORRUPT.
  */
 static int
-get_claim_wait(struct mp_queue *q, struct waiter *wt, uint64_t *cursor,
-	       size_t cap, struct slot **sl, size_t *len, uint32_t *saw)
+get_claim_wait(struct mp_queue *q, struct qrec *r, struct waiter *wt,
+	       size_t cap, uint64_t *pos, struct slot **sl, size_t *len,
+	       uint32_t *saw)
 {
 	struct qshm *s = q->s;
 	struct block b;
 	int rc;
 
 	for (;;) {
-		rc = claim_get(q, cursor, cap, sl, len, &b, saw);
+		rc = claim_get(q, r, cap, pos, sl, len, &b, saw);
 		if (rc != 0)
 			return rc;
-		if (w_state(b.w) != ST_WRITING &&
-		    ck_pr_load_32(&s->closed) != 0) {
+		if (!block_claimed(&b) && ck_pr_load_32(&s->closed) != 0) {
 			/* Closed, then still empty: drained (see "Close"). */
 			ck_pr_fence_load();
-			if (ck_pr_load_64(&b.sl->word) == b.w)
+			if (ck_pr_load_64(&b.sl->word) == b.w &&
+			    ck_pr_load_64(&s->tail) == b.iv)
 				return -EPIPE;
 			continue;
 		}
@@ -1297,9 +1647,15 @@ get_claim_wait(struct mp_queue *q, struct waiter *wt, uint64_t *cursor,
 		}
 		if ((rc = wait_step(q, &s->get, wt, &b)) < 0)
 			return rc;
-		/* As in put_claim_wait. */
-		*cursor = start_at(cursor, &s->head);
 	}
+}
+
+/* Hand a read slot to the next lap; the copy out is ordered before. */
+static inline void
+release_pos(const struct mp_queue *q, struct slot *sl, uint64_t h)
+{
+	ck_pr_fence_load_store();
+	ck_pr_store_64(&sl->word, free_word(h + q->cap));
 }
 
 ssize_t
@@ -1308,9 +1664,10 @@ mp_queue_get_many(mp_queue *q, void *buf, size_t cap, size_t lens[],
 {
 	struct waiter wt;
 	struct slot *sl;
+	struct qrec *r;
 	struct block b;
-	uint64_t cursor;
-	uint32_t saw = 0, tid;
+	uint64_t h;
+	uint32_t saw = 0;
 	size_t i, len;
 	int rc;
 
@@ -1318,28 +1675,27 @@ mp_queue_get_many(mp_queue *q, void *buf, size_t cap, size_t lens[],
 	    (buf == NULL && cap != 0) || (n > 1 && cap > SIZE_MAX / n) ||
 	    waiter_init(&wt, timeout_ns) < 0)
 		return -EINVAL;
-	cursor = start_at(&q->get_hint, &q->s->head);
-	tid = me();
-	rc = claim_get_fast(q, &cursor, cap, &sl, &len, &b, &saw, tid);
+	if ((r = rec_of(q, (uint32_t)mp__tid())) == NULL)
+		return -EUSERS;
+	rc = get_try(q, r, cap, &h, &sl, &len, &saw) ? 1 :
+		claim_get(q, r, cap, &h, &sl, &len, &b, &saw);
 	if (rc == 0)
-		rc = get_claim_wait(q, &wt, &cursor, cap, &sl, &len, &saw);
+		rc = get_claim_wait(q, r, &wt, cap, &h, &sl, &len, &saw);
 	if (rc < 0)
 		return rc;
 	/*
 	 * Copy out and release each slot before claiming the next, so that a
-	 * process never holds more than one: a kill loses at most one message.
+	 * task never holds more than one: a kill loses at most one message.
 	 */
 	for (i = 0;;) {
-		claimed(&q->get_hint, &q->s->head, cursor);
 		copy_msg((unsigned char *)buf + i * cap, slot_data(q, sl),
 			 len);
 		lens[i++] = len;
-		/* Orders the copy out before the slot is handed back. */
-		ck_pr_fence_load_store();
-		ck_pr_store_64(&sl->word, mkw(cursor + q->cap, ST_FREE, 0));
-		cursor++;
-		if (i == n || claim_get_fast(q, &cursor, cap, &sl, &len, &b,
-					     &saw, tid) != 1)
+		release_pos(q, sl, h);
+		if (i == n)
+			break;
+		if (!get_try(q, r, cap, &h, &sl, &len, &saw) &&
+		    claim_get(q, r, cap, &h, &sl, &len, &b, &saw) != 1)
 			break;
 	}
 	wake_if(&q->s->put, saw);
@@ -1360,8 +1716,8 @@ get_slow(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 static MP__NOINLINE ssize_t
 get_general(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 {
-	struct qshm *s;
 	struct slot *sl;
+	struct qrec *r;
 	uint64_t h;
 	uint32_t saw = 0;
 	size_t len;
@@ -1369,27 +1725,22 @@ get_general(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 	if (MP__UNLIKELY(!valid(q) || (buf == NULL && cap != 0) ||
 			 !MP__TIMEOUT_OK(timeout_ns)))
 		goto slow;
-	s = q->s;
-	h = start_at(&q->get_hint, &s->head);
-	if (MP__UNLIKELY(!get_try(q, h, cap, &sl, &len, &saw, me())))
+	if ((r = rec_of(q, (uint32_t)mp__tid())) == NULL)
 		goto slow;
-	claimed(&q->get_hint, &s->head, h);
+	if (MP__UNLIKELY(!get_try(q, r, cap, &h, &sl, &len, &saw)))
+		goto slow;
 	copy_msg(buf, slot_data(q, sl), len);
-	/* Orders the copy out before the slot goes back. */
-	ck_pr_fence_load_store();
-	ck_pr_store_64(&sl->word, mkw(h + q->cap, ST_FREE, 0));
-	wake_if(&s->put, saw);
+	release_pos(q, sl, h);
+	wake_if(&q->s->put, saw);
 	return (ssize_t)len;
 slow:
 	return get_slow(q, buf, cap, timeout_ns);
 }
 
-/* After a leaf get: the shared hint's turn, and a wake, out of line. */
+/* After a leaf get: a wake, out of line. */
 static MP__COLD ssize_t
-get_done(mp_queue *q, uint64_t h, uint32_t saw, size_t len)
+get_done(mp_queue *q, uint32_t saw, size_t len)
 {
-	if (((h + 1) & (HINT_EVERY - 1)) == 0)
-		advance(&q->s->head, h + 1);
 	wake_if(&q->s->put, saw);
 	return (ssize_t)len;
 }
@@ -1398,8 +1749,8 @@ ssize_t
 mp_queue_get(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 {
 	uint32_t tid, saw = 0;
-	struct qshm *s;
 	struct slot *sl;
+	struct qrec *r;
 	uint64_t h;
 	size_t len;
 
@@ -1410,21 +1761,18 @@ mp_queue_get(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 	 */
 	if (q == NULL || q->magic != QUEUE_MAGIC || q->msg_max > SMALL_MAX)
 		goto general;
-	tid = (uint32_t)mp__cached_tid & W_TID_MASK;
+	tid = (uint32_t)mp__cached_tid;
 	if (MP__UNLIKELY(!valid(q) || (buf == NULL && cap != 0) ||
-			 !MP__TIMEOUT_OK(timeout_ns) || tid == 0))
+			 !MP__TIMEOUT_OK(timeout_ns)))
 		goto general;
-	s = q->s;
-	h = start_at(&q->get_hint, &s->head);
-	if (MP__UNLIKELY(!get_try(q, h, cap, &sl, &len, &saw, tid)))
+	r = rec_cached(q, tid);
+	if (MP__UNLIKELY(r == NULL || tid == 0 ||
+			 !get_try(q, r, cap, &h, &sl, &len, &saw)))
 		goto general;
-	ck_pr_store_64(&q->get_hint, h + 1);
 	copy_small(buf, slot_data(q, sl), len);
-	/* Orders the copy out before the slot goes back. */
-	ck_pr_fence_load_store();
-	ck_pr_store_64(&sl->word, mkw(h + q->cap, ST_FREE, 0));
-	if (MP__UNLIKELY(saw != 0 || ((h + 1) & (HINT_EVERY - 1)) == 0))
-		return get_done(q, h, saw, len);
+	release_pos(q, sl, h);
+	if (MP__UNLIKELY(saw != 0))
+		return get_done(q, saw, len);
 	return (ssize_t)len;
 general:
 	return get_general(q, buf, cap, timeout_ns);
@@ -1435,18 +1783,22 @@ mp_queue_peek(mp_queue *q, const void **msg, int64_t timeout_ns)
 {
 	struct waiter wt;
 	struct slot *sl;
-	uint64_t cursor;
-	uint32_t saw = 0;
+	struct qrec *r;
+	uint64_t h;
+	uint32_t saw = 0, tid;
 	size_t len;
 	int rc;
 
 	if (!valid(q) || msg == NULL || waiter_init(&wt, timeout_ns) < 0)
 		return -EINVAL;
-	cursor = start_at(&q->get_hint, &q->s->head);
-	rc = get_claim_wait(q, &wt, &cursor, SIZE_MAX, &sl, &len, &saw);
+	tid = (uint32_t)mp__tid();
+	if ((r = rec_of(q, tid)) == NULL)
+		return -EUSERS;
+	rc = get_claim_wait(q, r, &wt, SIZE_MAX, &h, &sl, &len, &saw);
 	if (rc < 0)
 		return rc;
-	claimed(&q->get_hint, &q->s->head, cursor);
+	/* Stamp the holder, as mp_queue_reserve does. */
+	ck_pr_store_64(&sl->word, mkw(h, ST_READING, tid & W_TID_MASK));
 	*msg = slot_data(q, sl);
 	return (ssize_t)len;
 }
@@ -1469,47 +1821,6 @@ mp_queue_release(mp_queue *q, const void *msg)
 	return 0;
 }
 
-/*
- * How far qsize walks from a hint.  The shared hints lag the first free
- * position by less than HINT_EVERY per process between its claims and its
- * next advance; the bound only keeps a walk that chases heavy traffic
- * finite (qsize is approximate then anyway).
- */
-#define WALK_MAX(q) (2 * (q)->cap + 64 * HINT_EVERY)
-
-/*
- * The first position not yet claimed by a put: tail, plus claimed slots
- * beyond it whose claimer has not advanced tail yet (or died first).
- */
-static uint64_t
-tail_now(const struct mp_queue *q)
-{
-	uint64_t t = ck_pr_load_64(&q->s->tail);
-
-	for (uint64_t i = 0; i < WALK_MAX(q); i++, t++) {
-		uint64_t w = ck_pr_load_64(&slot_at(q, t)->word);
-		int64_t d = seqdiff(w, t);
-		if (d < 0 || (d == 0 && w_state(w) == ST_FREE))
-			break;
-	}
-	return t;
-}
-
-/* The first position not yet claimed by a get, the same way. */
-static uint64_t
-head_now(const struct mp_queue *q)
-{
-	uint64_t h = ck_pr_load_64(&q->s->head);
-
-	for (uint64_t i = 0; i < WALK_MAX(q); i++, h++) {
-		uint64_t w = ck_pr_load_64(&slot_at(q, h)->word);
-		int64_t d = seqdiff(w, h);
-		if (d < 0 || (d == 0 && w_state(w) != ST_READING))
-			break;
-	}
-	return h;
-}
-
 size_t
 mp_queue_qsize(const mp_queue *q)
 {
@@ -1517,8 +1828,9 @@ mp_queue_qsize(const mp_queue *q)
 
 	if (!valid(q))
 		return 0;
-	h = head_now(q);
-	t = tail_now(q);
+	h = ck_pr_load_64(&q->s->head);
+	ck_pr_fence_load();
+	t = ck_pr_load_64(&q->s->tail);
 	if ((int64_t)(t - h) <= 0)
 		return 0;
 	return t - h > q->cap ? q->cap : (size_t)(t - h);
@@ -1586,7 +1898,7 @@ unfinished(const struct mp_queue *q)
 
 	/* Read the tail last: it only grows, so this never undercounts. */
 	ck_pr_fence_load();
-	return (int64_t)(tail_now(q) - skipped - done);
+	return (int64_t)(ck_pr_load_64(&s->tail) - skipped - done);
 }
 
 int
@@ -1651,3 +1963,4 @@ mp__queue_region(const mp_queue *q, void **base, size_t *len)
 	*len = q->maplen;
 	return 0;
 }
+

@@ -51,6 +51,6 @@ struct mp__hdr {
 	uint32_t version;
 };
 
-#define MP__LAYOUT_VERSION 1
+#define MP__LAYOUT_VERSION 2
 
 #endif /* MP__REGION_H */
