@@ -209,12 +209,8 @@
 
 /* Claim records: tasks that may use one queue at the same time. */
 #define QREC_N 256u
-/* Polls of a claimed slot before a waiter backs off (see wait_step). */
-#define TIGHT_SPIN 1024u
-/* Bare spins of put_fill before it waits as a blocked put. */
-#define FILL_SPIN 4096u
 /* Positions one claim of put_many may take with one CAS. */
-#define RUN_MAX 1u
+#define RUN_MAX 32u
 /* An intent packs pos << IT_RUN_BITS | run length (1..RUN_MAX). */
 #define IT_RUN_BITS 6
 #define IT_RUN_MASK ((UINT64_C(1) << IT_RUN_BITS) - 1)
@@ -307,14 +303,8 @@ struct mp_queue {
 	size_t slot_size;
 	size_t data_off;	/* where a slot's bytes start */
 	bool len_inline;	/* the length is in the READY word */
-	/*
-	 * The record last used here: tid << 32 | index, one word so that
-	 * threads sharing the handle never pair one's tid with another's
-	 * index (a miss only costs a probe).
-	 */
+	/* The record last used here, tid << 32 | index (see rec_of). */
 	uint64_t rec_hint;
-	/* head as last read by a put_many here (see run_room). */
-	uint64_t head_seen;
 	/* The claimed slot last seen blocking a MP_NOWAIT call here. */
 	struct stall nowait_stall;
 };
@@ -345,7 +335,6 @@ struct waiter {
 	int64_t deadline;
 	struct stall stall;
 	unsigned rounds;
-	unsigned tight;		/* polls of a claimed slot */
 	ck_backoff_t bo;
 };
 
@@ -686,6 +675,19 @@ rec_heal(struct mp_queue *q, struct qrec *r)
 }
 
 /*
+ * Each thread remembers its record in the last few queues it used, by the
+ * queue's address: a thread-local cache, so that threads sharing a handle
+ * do not evict each other's.
+ */
+#define RCACHE_N 8u
+#define RCACHE_SLOT(s) (((uintptr_t)(s) >> 12) % RCACHE_N)
+struct rcache {
+	const struct qshm *s;
+	uint32_t idx;
+};
+static __thread struct rcache rec_cache[RCACHE_N] MP__TLS_IE;
+
+/*
  * Find or take the calling task's record.  Records are never given back
  * to 0, so a task's own record lies before the first unused one on its
  * probe path; a record whose owner died is taken over after its claims
@@ -723,11 +725,15 @@ rec_attach(struct mp_queue *q, uint32_t tid)
 	}
 	return NULL;
 found:
-	ck_pr_store_64(&q->rec_hint, (uint64_t)tid << 32 | idx);
+	rec_cache[RCACHE_SLOT(s)].s = s;
+	rec_cache[RCACHE_SLOT(s)].idx = idx;
 	return r;
 }
 
-/* The calling task's record: the handle's hint, else rec_attach. */
+/*
+ * The calling task's record, if it is the one the handle remembers; NULL
+ * otherwise (see rec_of).
+ */
 static inline struct qrec *
 rec_cached(const struct mp_queue *q, uint32_t tid)
 {
@@ -738,13 +744,34 @@ rec_cached(const struct mp_queue *q, uint32_t tid)
 	return NULL;
 }
 
+/*
+ * The calling task's record: the handle's, else this thread's cache,
+ * else rec_attach.  The thread's cache entry is checked against the
+ * record's owner, which makes a stale one harmless: one copied into a
+ * forked child (another tid), or one for a queue unmapped since (the
+ * record then is ours only if we took it in the queue mapped there now).
+ * NULL: no record is free (-EUSERS).
+ */
 static struct qrec *
 rec_of(struct mp_queue *q, uint32_t tid)
 {
 	struct qrec *r = rec_cached(q, tid);
+	const struct rcache *c;
 
-	return r != NULL ? r : rec_attach(q, tid);
+	if (r != NULL)
+		return r;
+	c = &rec_cache[RCACHE_SLOT(q->s)];
+	if (c->s == q->s &&
+	    ck_pr_load_32(&q->s->rec[c->idx % QREC_N].tid) == tid)
+		r = &q->s->rec[c->idx % QREC_N];
+	else if ((r = rec_attach(q, tid)) == NULL)
+		return NULL;
+	/* One word: sharing threads never pair one tid with another index. */
+	ck_pr_store_64(&q->rec_hint,
+		       (uint64_t)tid << 32 | (uint32_t)(r - q->s->rec));
+	return r;
 }
+
 
 /*
  * Called while blocked: once the same claimed word has blocked this
@@ -818,40 +845,15 @@ retire_run(struct mp_queue *q, uint64_t t, uint32_t n)
 #define SCAN_MAX(q) (4 * (q)->cap + 65536)
 
 /*
- * How many positions from t (whose slot is free) a run may claim, up to
- * want: those below head + cap were taken by consumers already, so their
- * slots are free or about to be (see put_fill).  head is read from the
- * handle's copy, which only lags; the shared one, a line the consumers
- * write on every get, at most once a call (*reload), when the copy says
- * there is not room enough.
- */
-static inline uint32_t
-run_room(struct mp_queue *q, uint64_t t, uint32_t want, bool *reload)
-{
-	uint64_t seen = ck_pr_load_64(&q->head_seen);
-	int64_t room = (int64_t)(seen + q->cap - t);
-
-	if (room < (int64_t)want && *reload) {
-		*reload = false;
-		seen = ck_pr_load_64(&q->s->head);
-		ck_pr_store_64(&q->head_seen, seen);
-		room = (int64_t)(seen + q->cap - t);
-	}
-	if (room <= 1)
-		return 1;
-	return room < (int64_t)want ? (uint32_t)room : want;
-}
-
-/*
  * Producer claim of up to want (1..RUN_MAX) positions in a row, declared
- * in r (*reload: see run_room).  On success *pos and *got are the run, and *saw is or-ed with
+ * in r.  On success *pos and *got are the run, and *saw is or-ed with
  * the consumers' sleep flag as read after the claim.  Returns 1
  * (claimed), 0 (full: *b says on what), -EPIPE (closed; a run claimed
  * after the close is retired), MP_ECORRUPT (SCAN_MAX).
  */
 static int
-claim_put(struct mp_queue *q, struct qrec *r, uint32_t want, bool *reload,
-	  uint64_t *pos, uint32_t *got, struct block *b, uint32_t *saw)
+claim_put(struct mp_queue *q, struct qrec *r, uint32_t want, uint64_t *pos,
+	  uint32_t *got, struct block *b, uint32_t *saw)
 {
 	struct qshm *s = q->s;
 	uint64_t t = ck_pr_load_64(&s->tail), w, looked = 0;
@@ -867,7 +869,15 @@ claim_put(struct mp_queue *q, struct qrec *r, uint32_t want, bool *reload,
 		w = ck_pr_load_64(&sl->word);
 		d = seqdiff(w, t);
 		if (w == free_word(t)) {
-			n = want > 1 ? run_room(q, t, want, reload) : 1;
+			/*
+			 * A run: the free slots that follow.  Once claimed
+			 * they stay free until written, so put_run needs no
+			 * further check.
+			 */
+			for (n = 1; n < want && n < q->cap; n++)
+				if (ck_pr_load_64(&slot_at(q, t + n)->word) !=
+				    free_word(t + n))
+					break;
 			/* Declare, then claim: see "Claims". */
 			ck_pr_store_64(&r->put, intent(t, n));
 			if (!ck_pr_cas_64_value(&s->tail, t, t + n, &t)) {
@@ -1105,7 +1115,6 @@ waiter_init(struct waiter *wt, int64_t timeout_ns)
 	else
 		wt->deadline = DL_UNSET;
 	wt->rounds = 0;
-	wt->tight = 0;
 	wt->bo = SPIN_START;
 	wt->stall.word = 0;
 	wt->stall.since = 0;
@@ -1127,18 +1136,6 @@ wait_step(struct mp_queue *q, struct side *sd, struct waiter *wt,
 
 	if (wt->deadline == DL_UNSET)
 		mp__deadline(wt->timeout, &wt->deadline);
-	/*
-	 * A claimed slot is published (or released) within nanoseconds
-	 * unless its claimer was preempted: a consumer polls it tightly for
-	 * a while, where a backoff step would overshoot by microseconds.  A
-	 * producer on a full ring backs off instead: the consumers it would
-	 * poll are working on those very lines.
-	 */
-	if (wt->tight < TIGHT_SPIN && sd == &s->get && block_claimed(b)) {
-		wt->tight++;
-		ck_pr_stall();
-		return 0;
-	}
 	/* Spin first: no clock, no system call, the peer is likely busy. */
 	if (wt->rounds < SPIN_ROUNDS) {
 		wt->rounds++;
@@ -1305,8 +1302,7 @@ mp_queue_free(mp_queue *q)
  */
 static int
 put_claim_wait(struct mp_queue *q, struct qrec *r, struct waiter *wt,
-	       uint32_t want, bool *reload, uint64_t *pos, uint32_t *got,
-	       uint32_t *saw)
+	       uint32_t want, uint64_t *pos, uint32_t *got, uint32_t *saw)
 {
 	struct qshm *s = q->s;
 	struct block b;
@@ -1315,7 +1311,7 @@ put_claim_wait(struct mp_queue *q, struct qrec *r, struct waiter *wt,
 	for (;;) {
 		if (MP__UNLIKELY(ck_pr_load_32(&s->closed) != 0))
 			return -EPIPE;
-		rc = claim_put(q, r, want, reload, pos, got, &b, saw);
+		rc = claim_put(q, r, want, pos, got, &b, saw);
 		if (rc != 0)
 			return rc;
 		if (wt->deadline == DL_NOWAIT) {
@@ -1326,39 +1322,6 @@ put_claim_wait(struct mp_queue *q, struct qrec *r, struct waiter *wt,
 		}
 		if ((rc = wait_step(q, &s->put, wt, &b)) < 0)
 			return rc;
-	}
-}
-
-/*
- * Wait until the slot of pos, the rest of a run this task claimed, is
- * handed back by the consumer of the previous lap, who claimed it before
- * the run (pos < head + cap) and is copying it out, or died doing so: the
- * claimer repairs it then, as any waiter.  No timeout: the positions are
- * this task's already, and their consumer is at work or dead.
- */
-static MP__COLD void
-put_fill(struct mp_queue *q, struct slot *sl, uint64_t pos)
-{
-	struct waiter wt;
-	struct block b;
-
-	/* The consumer is usually mid-copy: a bare spin first. */
-	for (unsigned i = 0; i < FILL_SPIN; i++) {
-		if (ck_pr_load_64(&sl->word) == free_word(pos))
-			return;
-		ck_pr_stall();
-	}
-	waiter_init(&wt, MP_FOREVER);
-	for (;;) {
-		b.w = ck_pr_load_64(&sl->word);
-		if (b.w == free_word(pos))
-			return;
-		b.sl = sl;
-		b.pos = pos - q->cap;
-		b.idx = &q->s->head;
-		ck_pr_fence_load();
-		b.iv = ck_pr_load_64(&q->s->head);
-		wait_step(q, &q->s->put, &wt, &b);
 	}
 }
 
@@ -1379,9 +1342,6 @@ put_run(struct mp_queue *q, uint64_t t, uint32_t n, const void *const msgs[],
 	for (uint32_t k = 0; k < n; k++) {
 		struct slot *sl = slot_at(q, t + k);
 
-		if (k > 0 && MP__UNLIKELY(ck_pr_load_64(&sl->word) !=
-					  free_word(t + k)))
-			put_fill(q, sl, t + k);
 		copy_msg(slot_data(q, sl), msgs[k], lens[k]);
 		if (!q->len_inline)
 			ck_pr_store_32(&sl->len, (uint32_t)lens[k]);
@@ -1402,7 +1362,6 @@ mp_queue_put_many(mp_queue *q, const void *const msgs[], const size_t lens[],
 	struct block b;
 	uint64_t t;
 	uint32_t saw = 0, got;
-	bool reload = true;
 	size_t i = 0;
 	int rc = 0;
 
@@ -1422,13 +1381,26 @@ mp_queue_put_many(mp_queue *q, const void *const msgs[], const size_t lens[],
 	while (i < n) {
 		uint32_t want = n - i < RUN_MAX ? (uint32_t)(n - i) : RUN_MAX;
 
-		rc = claim_put(q, r, want, &reload, &t, &got, &b, &saw);
+		if (want == 1) {
+			struct slot *sl;
+
+			rc = put_try(q, r, &t, &sl, &saw);
+			if (MP__UNLIKELY(rc == PUT_CLOSED)) {
+				retire_run(q, t, 1);
+				rc = -EPIPE;
+				break;
+			}
+			got = 1;
+			if (rc == 0)
+				rc = claim_put(q, r, want, &t, &got, &b, &saw);
+		} else {
+			rc = claim_put(q, r, want, &t, &got, &b, &saw);
+		}
 		if (rc == 0) {
 			/* Wake consumers for what we published, then wait. */
 			wake_if(&q->s->get, saw);
 			saw = 0;
-			rc = put_claim_wait(q, r, &wt, want, &reload, &t, &got,
-					    &saw);
+			rc = put_claim_wait(q, r, &wt, want, &t, &got, &saw);
 		}
 		if (rc < 0)
 			break;
@@ -1566,7 +1538,7 @@ mp_queue_reserve(mp_queue *q, void **buf, int64_t timeout_ns)
 	tid = (uint32_t)mp__tid();
 	if ((r = rec_of(q, tid)) == NULL)
 		return -EUSERS;
-	if ((rc = put_claim_wait(q, r, &wt, 1, NULL, &t, &got, &saw)) < 0)
+	if ((rc = put_claim_wait(q, r, &wt, 1, &t, &got, &saw)) < 0)
 		return rc;
 	/*
 	 * Stamp the holder into the word: commit checks it, and a kill
@@ -1658,6 +1630,64 @@ release_pos(const struct mp_queue *q, struct slot *sl, uint64_t h)
 	ck_pr_store_64(&sl->word, free_word(h + q->cap));
 }
 
+/*
+ * Take up to n (at most RUN_MAX) ready messages at the head with one
+ * claim: copy them out first, then claim them all with one CAS of head.
+ * The CAS succeeds only if no consumer claimed any of them meanwhile, so
+ * none was released and written over while we copied; when it fails, the
+ * copies are dropped and the run is tried again from the new head.  A
+ * kill before the CAS takes nothing from the queue; after it, the run's
+ * messages were already copied out, and a repairer releases what the
+ * dead did not (counted as one loss).  Returns how many were taken, 0
+ * when the head holds no ready message that fits.
+ */
+static size_t
+get_run(struct mp_queue *q, struct qrec *r, unsigned char *buf, size_t cap,
+	size_t lens[], size_t n, uint32_t *saw)
+{
+	struct qshm *s = q->s;
+	uint32_t k;
+
+	if (n > RUN_MAX)
+		n = RUN_MAX;
+	for (int tries = 0; tries < 4; tries++) {
+		uint64_t h = ck_pr_load_64(&s->head);
+
+		for (k = 0; k < n; k++) {
+			struct slot *sl = slot_at(q, h + k);
+			uint64_t w = ck_pr_load_64(&sl->word);
+			size_t len;
+
+			if ((w & ~(uint64_t)W_TID_MASK) !=
+			    mkw(h + k, ST_READY, 0))
+				break;
+			len = ready_len(q, sl, w);
+			if (len > cap || len > q->msg_max)
+				break;
+			/* Orders the data loads after READY's. */
+			ck_pr_fence_load();
+			copy_msg(buf + k * cap, slot_data(q, sl), len);
+			lens[k] = len;
+		}
+		if (k == 0)
+			return 0;
+		ck_pr_store_64(&r->get, intent(h, k));
+		if (!ck_pr_cas_64(&s->head, h, h + k)) {
+			ck_pr_store_64(&r->get, 0);
+			continue;
+		}
+		ck_pr_fence_atomic_load();
+		*saw |= ck_pr_load_32(&s->put.flag);
+		/* Orders the copies out before the slots go back. */
+		ck_pr_fence_load_store();
+		for (uint32_t i = 0; i < k; i++)
+			ck_pr_store_64(&slot_at(q, h + i)->word,
+				       free_word(h + i + q->cap));
+		return k;
+	}
+	return 0;
+}
+
 ssize_t
 mp_queue_get_many(mp_queue *q, void *buf, size_t cap, size_t lens[],
 		  size_t n, int64_t timeout_ns)
@@ -1677,26 +1707,27 @@ mp_queue_get_many(mp_queue *q, void *buf, size_t cap, size_t lens[],
 		return -EINVAL;
 	if ((r = rec_of(q, (uint32_t)mp__tid())) == NULL)
 		return -EUSERS;
-	rc = get_try(q, r, cap, &h, &sl, &len, &saw) ? 1 :
-		claim_get(q, r, cap, &h, &sl, &len, &b, &saw);
-	if (rc == 0)
-		rc = get_claim_wait(q, r, &wt, cap, &h, &sl, &len, &saw);
-	if (rc < 0)
-		return rc;
-	/*
-	 * Copy out and release each slot before claiming the next, so that a
-	 * task never holds more than one: a kill loses at most one message.
-	 */
-	for (i = 0;;) {
-		copy_msg((unsigned char *)buf + i * cap, slot_data(q, sl),
-			 len);
-		lens[i++] = len;
+	i = n > 1 ? get_run(q, r, buf, cap, lens, n, &saw) : 0;
+	if (i == 0) {
+		/* The first message, waited for as a get does. */
+		rc = get_try(q, r, cap, &h, &sl, &len, &saw) ? 1 :
+			claim_get(q, r, cap, &h, &sl, &len, &b, &saw);
+		if (rc == 0)
+			rc = get_claim_wait(q, r, &wt, cap, &h, &sl, &len,
+					    &saw);
+		if (rc < 0)
+			return rc;
+		copy_msg(buf, slot_data(q, sl), len);
+		lens[0] = len;
 		release_pos(q, sl, h);
-		if (i == n)
+		i = 1;
+	}
+	while (i < n) {
+		size_t k = get_run(q, r, (unsigned char *)buf + i * cap, cap,
+				   lens + i, n - i, &saw);
+		if (k == 0)
 			break;
-		if (!get_try(q, r, cap, &h, &sl, &len, &saw) &&
-		    claim_get(q, r, cap, &h, &sl, &len, &b, &saw) != 1)
-			break;
+		i += k;
 	}
 	wake_if(&q->s->put, saw);
 	return (ssize_t)i;
