@@ -6,113 +6,157 @@
  * slots (the ring is exactly maxsize long, so "full" is exact):
  *
  *   line 0   hdr (magic, version), closed           read-mostly
- *   line 1   tail: a hint, every position below it is claimed by a put
- *   line 2   head: a hint, every position below it is claimed by a get
+ *   line 1   tail: the next position a put claims   producers
+ *   line 2   head: the next position a get claims   consumers
  *   line 3   put_flag, put_seq: producers that may sleep (queue full)
  *   line 4   get_flag, get_seq: consumers that may sleep (queue empty)
  *   line 5   join_flag, join_seq, done, skipped, lost
+ *   6..261   claim records, one line per task (see "Claims")
  *   slots    { word, [len, pad,] data[msg_max] } * maxsize, 8-aligned
  *
  * Positions are free-running 64-bit counters; position p lives in slot
- * p % maxsize.  Each slot's word packs, so that one compare-and-swap
- * changes all three at once:
+ * p % maxsize.  Each slot's word packs, so that one store or CAS changes
+ * all three at once:
  *
  *   bits 63..24  seq: the position (mod 2^40) the slot serves
  *   bits 23..22  state: FREE, WRITING, READY, READING
- *   bits 21..0   tid of the claimer while WRITING or READING (pid_max is
- *                at most 2^22, so any tid fits); the message's length
- *                while READY; 0 while FREE
+ *   bits 21..0   the message's length while READY; the holder's tid while
+ *                WRITING or READING (zero-copy calls only; pid_max is at
+ *                most 2^22, so any tid fits); 0 while FREE
  *
  * The length rides in the READY word when msg_max < 2^22, so a slot is
  * the word and the bytes, packed at 8-byte strides: 16 bytes for an 8-byte
  * message, four to a cache line, as in a bare Vyukov ring.  (Measured here,
- * 1P1C pinned, 8 B: the same slot-CAS ring ran at 49 M msgs/s with 32-byte
- * slots and 112 M/s with 16-byte ones; at 64 B, rounding slots up to whole
- * lines cost 30%.)  Larger limits keep a separate len after the word.
+ * 1P1C pinned, 8 B: a slot-CAS ring ran at 49 M msgs/s with 32-byte slots
+ * and 112 M/s with 16-byte ones; at 64 B, rounding slots up to whole lines
+ * cost 30%.)  Larger limits keep a separate len after the word.
  *
- * and a slot goes round (seq, FREE) -> (seq, WRITING, producer) ->
- * (seq, READY) -> (seq, READING, consumer) -> (seq + maxsize, FREE).  This
- * is Vyukov's bounded MPMC sequence ring with the claim moved from the
- * index to the slot: the claim is the CAS on the slot word, and it names
- * the claimer.  head and tail are only hints: an operation starts at the
- * later of the shared hint and its own process's hint (the position after
- * its last claim, kept in the heap handle), walks past claimed slots, and
- * publishes its position to the shared hint by CAS once every HINT_EVERY
- * positions and whenever it blocks.  A bare Vyukov ring CASes the shared
- * index on every operation; here a lone producer or consumer keeps its
- * index line to itself and pays one CAS a message, on the slot.
+ * A slot goes round (p, FREE) -> [(p, WRITING, holder)] -> (p, READY,
+ * len) -> [(p, READING, holder)] -> (p + maxsize, FREE): Vyukov's bounded
+ * MPMC sequence ring.  A put claims position t by a CAS of tail from t to
+ * t + 1 after seeing slot(t) at (t, FREE); a get claims h by a CAS of head
+ * from h to h + 1 after seeing slot(h) at (h, READY).  A lone producer or
+ * consumer keeps its index line to itself, so a message costs the slot's
+ * line moving once each way and two CASes on lines already in cache.
+ * (The first design claimed by a CAS on the slot word itself, which named
+ * the claimer; measured in the same runs, it ran at 0.5-0.7x of the bare
+ * ring unbatched, because a locked instruction on a line in the other
+ * CPU's cache stalls until the line arrives, where a plain store waits in
+ * the store buffer.)
  *
- * Put at position t: load slot(t).word w, seq difference d = seq - t.
- *   d == 0, FREE      CAS to (t, WRITING, me): the slot is ours;
- *   d == 0, claimed   or d > 0: someone else has t, step to t + 1;
- *   d < 0             the slot still serves the previous lap: full.
- * Then copy len and data in and publish with a release (READY).
- * Get at position h is the mirror: READY at h is claimed by CAS to
- * (h, READING, me) after checking its length against the caller's buffer
- * (too small: -EMSGSIZE without claiming, so the message stays queued);
- * READING at h or d > 0 steps on; FREE or WRITING at h, or d < 0, is empty.
- * The get copies the message out and releases the slot to (h + maxsize,
- * FREE).  The put fast path first tries the expected word with a blind
- * CAS (one exclusive fetch of a line that usually sits in the other side's
- * cache); the get fast path must see the length first, so it loads the
- * word and CASes it if READY; both fall back to the walk above.  put_many,
- * get_many and the zero-copy calls run the same steps slot by slot; a
- * process never holds more than one claimed slot.
+ * Claims.  A CAS of an index does not say who claimed, and a claimer may
+ * die between its CAS and its publish.  So each task (thread) owns a
+ * claim record in the header and, before each CAS, stores there its
+ * intent: the position it is about to claim and the run length
+ * (pos << 6 | n).  It stores 0 there when the CAS fails, and leaves the
+ * intent in place after publishing (the position then is no longer stuck,
+ * so the stale intent means nothing).  A claimed position is *stuck* when
+ * the index is past it but its slot is still (x, FREE) (a put that did not
+ * publish) or (x, READY) (a get that did not release).  A waiter blocked on
+ * a stuck position x for STALL_NS scans the records: if a live task
+ * declares x, it may be the claimer, and x is left to it; otherwise the
+ * claimer is dead, and the waiter retires x by a CAS of the slot word:
+ * a put's slot becomes a tombstone (x + maxsize, FREE), a get's goes to
+ * the next lap.  The claimer's record is seen by the scan: it stored its
+ * intent before its CAS, and the waiter saw the index past x (the CAS)
+ * before it scanned.  A task declares only what it is claiming, so a live
+ * task's record never covers a position it does not hold for longer than
+ * its own failed CAS.  Consumers step over tombstones: a slot at h whose
+ * seq is past h while head is still h was retired, and a CAS of head from
+ * h to h + 1 skips it.
+ *
+ * Records are found by probing from tid % QREC_N; a record is never given
+ * back to 0, so a task's own lies before the first unused one on its path.
+ * A record whose owner is dead is taken over by the next newcomer, which
+ * first retires whatever the dead one's intents left stuck (rec_heal); so
+ * does a task that finds its own tid in a record (an earlier task with the
+ * same id): at the start of a call a task holds no index claim, so a stuck
+ * position its record declares cannot be its own.  With QREC_N live tasks
+ * holding records, a call returns -EUSERS.  The handle remembers the last
+ * record used through it and each thread its records in a small cache,
+ * both checked against the record's owner (a forked child has another
+ * tid), so a call usually finds its record without a probe.
+ *
+ * Put at t = tail: slot(t) = (t, FREE): declare t, CAS tail; (seq < t):
+ * the previous lap still holds the slot: full; anything else: tail moved
+ * on, reload.  Then copy the bytes in and publish with a release (READY).
+ * Get at h = head is the mirror: (h, READY) is claimed after checking its
+ * length against the caller's buffer (too small: -EMSGSIZE without
+ * claiming, so the message stays queued); (h, FREE or WRITING) or seq < h:
+ * empty for now; seq > h with head still h: a tombstone.  The get copies
+ * the message out and releases the slot to (h + maxsize, FREE).
+ *
+ * Runs.  put_many claims up to RUN_MAX positions with one CAS: the free
+ * slots that follow t, each seen (p, FREE) before the CAS, which stay
+ * free until written since only the claimer of p changes them.  It writes
+ * them all, then publishes them all, so that consumers do not pull the
+ * lines back while the run is being written.  get_many copies up to
+ * RUN_MAX ready messages out first and then claims them with one CAS of
+ * head; the CAS fails if any consumer took one of them meanwhile, and
+ * only then could a slot have been released and written over during the
+ * copy, so a successful CAS proves the copies whole.  A failed one drops
+ * them.  A run is declared as one intent.
+ *
+ * Zero-copy.  reserve and peek claim as put and get do, then stamp the
+ * holder into the word, (t, WRITING, tid) or (h, READING, tid): the claim
+ * may be held for long, commit and release check the stamp, and a holder
+ * that dies is found by its tid (STALL_NS, then mp__task_alive) without
+ * the records.
  *
  * Invariants.
- *  1. Every position below tail, and below any cursor a put walks with,
- *     has been claimed by a producer (or retired by a repair); a cursor
- *     only passes a slot it claimed or saw claimed.  The same holds for
- *     head and consumers.  So no position is skipped and none is claimed
- *     twice: a claim is a CAS from the one word (t, FREE).  A process's
- *     own hint is shared by its threads; a thread may store an older
- *     value over a newer one, which only makes the next walk longer.
- *  2. A slot at (h, FREE) means no position >= h is claimed: producers
- *     claim positions in order (invariant 1), so an empty-looking slot at
- *     the head is a truly empty queue, and a consumer returns -EPIPE on a
- *     closed queue only from that state (never past a WRITING slot).
- *  3. The data and len of a slot are written only by the claimer while
- *     WRITING and read only by consumers after an acquire of READY; the
- *     word changes on every step and seq never repeats within 2^40
- *     positions, so a CAS that succeeds saw the same message as the loads
- *     before it (no ABA).
+ *  1. Positions below tail are claimed by producers, below head by
+ *     consumers; each exactly once (a CAS of the index from the one value).
+ *  2. A slot at (h, FREE) with tail == h is a truly empty queue: nothing
+ *     at or past h is claimed.  A consumer returns -EPIPE on a closed
+ *     queue only from that state, after re-reading both.
+ *  3. The data and len of a slot are written only by its claimer, between
+ *     its claim and READY, and read by consumers only after an acquire of
+ *     READY, in a slot no consumer has released: a single get holds the
+ *     claim; a run's copies are validated by its CAS.  seq never repeats
+ *     within 2^40 positions, so a CAS that succeeds saw the same message
+ *     as the loads before it (no ABA).
  *  4. Per-producer order: a producer's positions increase, and consumers
- *     take positions in increasing order per slot turn.
- *  5. Join: unfinished = (claimed positions) - skipped - done, where
- *     skipped counts positions retired without a message (a put aborted
- *     by close, a repair).  task_done refuses to make it negative.
+ *     take positions in increasing order.
+ *  5. Join: unfinished = tail - skipped - done, where skipped counts
+ *     positions retired without a message delivered (a put aborted by
+ *     close, a repair).  task_done refuses to make it negative.
+ *  6. A live task's record declares at most its current claim (and its
+ *     last one, then published or released).
  *
  * Memory ordering (x86 is TSO; ck_pr's fences are no-ops there but are
- * written for the other models).  The claim CAS is a full barrier.  The
- * data and len stores are ordered before READY by ck_pr_fence_store; a
- * consumer's load of READY is ordered before its loads of len and data by
- * ck_pr_fence_load; the release of a slot is ordered after the copy out
- * by ck_pr_fence_load_store.
+ * written for the other models).  An intent is stored before its claim
+ * CAS, which is a full barrier.  The data and len stores are ordered
+ * before READY by ck_pr_fence_store; a consumer's load of READY is ordered
+ * before its loads of len and data by ck_pr_fence_load; the release of a
+ * slot is ordered after the copy out by ck_pr_fence_load_store.  A
+ * repairer reads the index after the slot word and the records after the
+ * index (ck_pr_fence_load).
  *
  * Sleeping and waking.  A blocked caller spins briefly with ck_backoff,
  * yields, then sleeps.  To sleep it sets its side's flag with an atomic
  * exchange (a full barrier), reads the side's seq, re-checks that the
- * slot word it is blocked on and the closed flag are unchanged, and calls
+ * slot word it is blocked on, the other side's index (a consumer's tail,
+ * a producer's head) and the closed flag are unchanged, and calls
  * FUTEX_WAIT(seq, value read).  The other side reads the flag right after
  * its claim CAS (a full barrier) and, if it was set, after publishing (or
  * releasing) fences, clears the flag, increments seq and FUTEX_WAKEs
  * everyone.  The fast path thus adds one load of a line that is written
  * only when someone goes to sleep: no fence, no system call.
  *  W1. No lost wake-up for an empty or full queue.  A consumer sleeps on
- *      an empty queue only after seeing (h, FREE) again after its flag
- *      exchange.  The producer that fills h CASes that word, then reads
- *      the flag.  Dekker: either the producer reads the flag set and
- *      wakes after publishing, or the consumer's re-check sees the claim
- *      and does not sleep on "empty".  If the increment of seq lands after
- *      the sleeper read seq, the kernel sees seq changed and returns at
- *      once.  The mirror argument holds for a producer on a full queue
- *      (the consumer's claim CAS changes the word it sleeps on).
- *  W2. A caller blocked on a held slot (WRITING or READING: its holder is
- *      copying, or preempted, or dead) may miss the holder's wake, since
- *      the holder read the flag at its claim, before the caller set it;
- *      so such sleeps are bounded to NAP_HELD_NS and re-checked.  This
- *      only happens when a holder stays between claim and publish longer
- *      than the whole spin-and-yield phase.
+ *      an empty queue only after seeing tail unchanged after its flag
+ *      exchange.  The producer that claims h CASes tail, then reads the
+ *      flag.  Dekker: either the producer reads the flag set and wakes
+ *      after publishing, or the consumer's re-check sees tail moved and
+ *      does not sleep.  If the increment of seq lands after the sleeper
+ *      read seq, the kernel sees seq changed and returns at once.  The
+ *      mirror argument holds for a producer on a full ring (the
+ *      consumer's CAS moves head).
+ *  W2. A caller blocked on a claimed slot (its claimer is copying, or
+ *      preempted, or dead) may miss the claimer's wake, since the claimer
+ *      read the flag at its claim, before the caller set it; so such
+ *      sleeps are bounded to NAP_HELD_NS and re-checked.  This only
+ *      happens when a claimer stays between claim and publish longer than
+ *      the whole spin-and-yield phase.
  *  W3. A flag, not a count, so that a sleeper killed in its sleep leaves
  *      nothing behind: the next wake clears it and the dead never set it
  *      again.  Other sleeps are bounded to NAP_IDLE_NS, so a waker killed
@@ -122,33 +166,38 @@
  *
  * Close.  close sets closed (an exchange, a full barrier) and wakes both
  * sides.  A put checks closed before claiming, and again after its claim
- * CAS: if it is closed by then, the put retires the slot it claimed (as
+ * CAS: if it is closed by then, the put retires what it claimed (as
  * skipped, not lost) and returns -EPIPE.  A get returns -EPIPE when it
- * sees closed and then still sees a FREE slot at the head.  Either that
- * get's slot load precedes the put's CAS, and the put sees closed after
+ * sees closed and then still sees (h, FREE) with tail == h.  Either that
+ * get's load of tail precedes the put's CAS, and the put sees closed after
  * it; or the get sees the claim and waits for the message: a put that
  * returned 0 is always delivered to someone.
  *
  * Crash analysis: what a survivor sees after a kill at each step.
- *  - Put, before its claim CAS: nothing was changed.
- *  - Put, after the CAS, before advancing the hints: the shared tail lags;
- *    other puts walk over the claimed slot and advance it past.
- *  - Put, while WRITING (copying): the slot is (t, WRITING, dead tid).  A
- *    consumer waiting at t, or a producer a lap later, sees the same word
- *    for STALL_NS (1 ms), asks mp__task_alive(tid) and, when it is dead,
- *    retires the slot with a CAS to (t + maxsize, FREE): a tombstone that
- *    consumers step over.  lost and skipped are incremented once (by the
- *    CAS winner).  The put had not returned, so no acknowledged message
- *    is lost.
- *  - Put, after publishing READY: the message is queued and will be
- *    delivered; the put is complete, however its caller then dies.  A
- *    wake it did not make is made up for by the sleepers' bound (W3).
- *  - Get, before its claim CAS: nothing was changed.
- *  - Get, while READING: the slot is (h, READING, dead tid); the producer
- *    waiting for it a lap later (or a consumer that finds it at the head)
- *    retires it the same way; that one message is lost and counted.
- *  - Get, after releasing the slot: complete (it delivered the message
- *    to a process that then died, which is the caller's loss, not ours).
+ *  - Put, before its intent or between intent and CAS: nothing was
+ *    claimed; a stale intent of a dead task covers only a position it did
+ *    not claim, or one claimed by a live task that declares it too.
+ *  - Put, after its CAS, before publishing (a run: before publishing the
+ *    whole run): the positions are stuck (FREE behind tail).  A consumer
+ *    waiting at one, or a producer a lap later, finds no live record
+ *    declaring it after STALL_NS (1 ms) and tombstones it; skipped counts
+ *    each position, lost counts one per dead intent (the dead record's
+ *    put_mark, set by CAS, makes it once).  The put had not returned, so
+ *    no acknowledged message is lost.
+ *  - Put, after publishing: the message is queued and will be delivered,
+ *    however the caller then dies.  A wake it did not make is made up for
+ *    by the sleepers' bound (W3).
+ *  - Get, before its CAS: nothing was taken (a run's copies are only in
+ *    the dead caller's buffer).
+ *  - Get, after its CAS, before releasing: the slots are stuck (READY
+ *    behind head); a producer a lap later (or a consumer that finds one)
+ *    releases them the same way; one loss counted per dead intent.
+ *  - Get, after releasing: complete (it delivered the message to a task
+ *    that then died, which is the caller's loss, not ours).
+ *  - Zero-copy holder: its stamped slot is retired when its tid is dead
+ *    (one loss).
+ *  - A newcomer taking over a dead record: a kill during its healing
+ *    leaves the record owned by a dead tid again, to be healed again.
  *  - A sleeper killed in FUTEX_WAIT: its flag is cleared by the next wake.
  *  - close, killed between setting closed and waking: sleepers see it at
  *    their next bounded wake-up.
@@ -156,14 +205,15 @@
  *    slot is retired, but lost and skipped stay one short; a join then
  *    waits for that one message (use a timeout).  Only a second fault
  *    inside a repair can do this.
- * A waiter that finds an owner alive keeps waiting; a tid reused by an
+ * A waiter that finds a claimer alive keeps waiting; a tid reused by an
  * unrelated task reads as alive, which delays the repair until that task
  * ends but never corrupts the ring.
  * The per-process handle (heap) holds only the mapping, cached sizes and
- * hints; freed handles go back to lib/handle's pool, not to malloc.
+ * the record hint; freed handles go back to lib/handle's pool.
  *
  * Overlap: any number of puts, gets, batch, zero-copy, close, qsize and
- * repairs run at once; repairs race only through CAS on the slot word.
+ * repairs run at once; repairs race with claimers only through CAS on the
+ * slot word, which a live claimer's publish or release makes fail.
  */
 #include "lib/internal.h"
 

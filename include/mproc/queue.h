@@ -6,8 +6,10 @@
  * A queue made before fork() (or mp_process_start) is used by the child
  * through the same pointer; every process that holds the pointer calls
  * mp_queue_free() once.  Any number of producer and consumer processes
- * and threads may call any function at the same time.  A put or get that
- * does not have to wait makes no system call and takes no lock.
+ * and threads may call any function at the same time, up to 256 threads
+ * at once per queue (a thread that has exited frees its place for the
+ * next).  A put or get that does not have to wait makes no system call
+ * and takes no lock.
  */
 #ifndef MPROC_QUEUE_H
 #define MPROC_QUEUE_H
@@ -32,8 +34,8 @@ MP_API int mp_queue_new(mp_queue **q, size_t maxsize, size_t msg_max);
  * timeout_ns (MP_FOREVER, MP_NOWAIT or > 0).  A put that returned 0 is
  * never lost to the caller's later death.
  * Returns 0, -EAGAIN (full, MP_NOWAIT), -ETIMEDOUT, -EPIPE (closed),
- * -EMSGSIZE (len > msg_max), -EINVAL, MP_ECORRUPT (the ring's shared
- * memory was written over).
+ * -EMSGSIZE (len > msg_max), -EINVAL, -EUSERS (256 other live threads
+ * use the queue), MP_ECORRUPT (the ring's shared memory was written over).
  */
 MP_API int mp_queue_put(mp_queue *q, const void *msg, size_t len,
 			int64_t timeout_ns);
@@ -43,15 +45,16 @@ MP_API int mp_queue_put(mp_queue *q, const void *msg, size_t len,
  * is empty, up to timeout_ns.  Returns the message's length, -EAGAIN
  * (empty, MP_NOWAIT), -ETIMEDOUT, -EPIPE (closed and drained), -EMSGSIZE
  * (the next message is longer than cap: it stays queued), -EINVAL,
- * MP_ECORRUPT (the next slot holds a length no put wrote: something wrote
- * over the shared memory; nothing is copied).
+ * -EUSERS (as put), MP_ECORRUPT (the next slot holds a length no put
+ * wrote: something wrote over the shared memory; nothing is copied).
  */
 MP_API ssize_t mp_queue_get(mp_queue *q, void *buf, size_t cap,
 			    int64_t timeout_ns);
 
 /*
  * Append msgs[0..n-1] (lengths lens[]) in order, waiting for room as put
- * does; the timeout covers the whole batch.  Returns how many were put
+ * does; the timeout covers the whole batch.  Up to 32 free slots in a row
+ * are claimed at once, and consumers see each group whole.  Returns how many were put
  * (n, or fewer when the timeout ran out or the queue closed part way), or
  * an error as mp_queue_put when none was.  n == 0 is -EINVAL.
  */
@@ -63,7 +66,9 @@ MP_API ssize_t mp_queue_put_many(mp_queue *q, const void *const msgs[],
  * Take up to n messages: message i goes to buf + i * cap, its length to
  * lens[i].  Waits, as get does, only for the first.  Returns how many
  * were taken (1..n), or an error as mp_queue_get; a later message longer
- * than cap ends the batch early and stays queued.
+ * than cap ends the batch early and stays queued.  Up to 32 ready
+ * messages are taken at once: buf may be written past what the call
+ * returns (up to n * cap bytes) when another consumer takes them first.
  */
 MP_API ssize_t mp_queue_get_many(mp_queue *q, void *buf, size_t cap,
 				 size_t lens[], size_t n, int64_t timeout_ns);
@@ -126,7 +131,9 @@ MP_API bool mp_queue_is_closed(const mp_queue *q);
 
 /*
  * Messages lost to processes that died in the middle of a put (a half
- * written slot, skipped) or of a get (a claimed slot, released).
+ * written slot, skipped) or of a get (a claimed slot, released): one for
+ * each call a death interrupted, however many messages of a batch
+ * (mp_queue_put_many, mp_queue_get_many) it was handling.
  */
 MP_API uint64_t mp_queue_lost(const mp_queue *q);
 
