@@ -1263,6 +1263,8 @@ handle_init(struct mp_queue *q, void *base, size_t len, size_t maxsize,
 	q->mask = maxsize - 1;
 	q->msg_max = msg_max;
 	q->slot_size = slot_size;
+	/* No task has tid 2^32 - 1: the hint matches no one yet. */
+	q->rec_hint = ~(uint64_t)0;
 	q->data_off = data_off(msg_max);
 	q->len_inline = msg_max <= INLINE_LEN_MAX;
 }
@@ -1556,8 +1558,7 @@ mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 		goto general;
 	s = q->s;
 	r = rec_cached(q, tid);
-	if (MP__UNLIKELY(r == NULL || tid == 0 ||
-			 ck_pr_load_32(&s->closed) != 0))
+	if (MP__UNLIKELY(r == NULL || ck_pr_load_32(&s->closed) != 0))
 		goto general;
 	rc = put_try(q, r, &t, &sl, &saw);
 	if (MP__UNLIKELY(rc == 0))
@@ -1847,7 +1848,7 @@ mp_queue_get(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 			 !MP__TIMEOUT_OK(timeout_ns)))
 		goto general;
 	r = rec_cached(q, tid);
-	if (MP__UNLIKELY(r == NULL || tid == 0 ||
+	if (MP__UNLIKELY(r == NULL ||
 			 !get_try(q, r, cap, &h, &sl, &len, &saw)))
 		goto general;
 	copy_small(buf, slot_data(q, sl), len);
