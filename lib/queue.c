@@ -253,6 +253,8 @@
 #define YIELD_ROUNDS 1
 /* How long a slot may stay claimed before its claimer's liveness is checked. */
 #define STALL_NS MP_MSEC(1)
+/* How long rec_heal waits for a live task declaring a dead claim's slot. */
+#define HEAL_WAIT_NS MP_MSEC(10)
 /* Bounds of one futex sleep: blocked on a claimed slot, and otherwise. */
 #define NAP_HELD_NS MP_USEC(200)
 #define NAP_IDLE_NS MP_MSEC(100)
@@ -624,34 +626,51 @@ rec_intent(struct qrec *r, int side)
 }
 
 /*
+ * A dead claim to charge a repair to: the record and the intent it
+ * declared, as read when it was judged (the record may be taken over and
+ * reused while the repair runs).  r NULL: no record declared it.
+ */
+struct culprit {
+	struct qrec *r;
+	uint64_t it;
+};
+
+/*
  * Whether a live task other than skip declares position x on side: then
- * it may be the one that claimed x, and x must be left to it.  *dead is
- * set to skip, else to the first dead record that declares x, else NULL.
- * The caller has seen x claimed (the index past x) before it calls, and
- * a claimer declares before its index CAS, so the claimer's record is
- * seen here (see "Claims").
+ * it may be the one that claimed x, and x must be left to it.  Otherwise
+ * *c is the first dead record declaring x, if any.  The caller has seen x
+ * claimed (the index past x) before it calls, and a claimer declares
+ * before its index CAS, so the claimer's record is seen here (see
+ * "Claims").
  */
 static bool
-live_cover(struct mp_queue *q, int side, uint64_t x, struct qrec *skip,
-	   struct qrec **dead)
+live_cover(struct mp_queue *q, int side, uint64_t x, const struct qrec *skip,
+	   struct culprit *c)
 {
 	struct qshm *s = q->s;
 
-	*dead = skip;
+	c->r = NULL;
+	c->it = 0;
 	ck_pr_fence_load();
 	for (uint32_t i = 0; i < QREC_N; i++) {
 		struct qrec *r = &s->rec[i];
+		uint64_t it;
 		uint32_t tid;
 
-		if (r == skip || !covers(ck_pr_load_64(rec_intent(r, side)), x))
+		if (r == skip)
+			continue;
+		it = ck_pr_load_64(rec_intent(r, side));
+		if (!covers(it, x))
 			continue;
 		tid = ck_pr_load_32(&r->tid);
 		if (tid == 0)
 			continue;
 		if (mp__task_alive((pid_t)tid))
 			return true;
-		if (*dead == NULL)
-			*dead = r;
+		if (c->r == NULL) {
+			c->r = r;
+			c->it = it;
+		}
 	}
 	return false;
 }
@@ -680,46 +699,77 @@ stuck(struct mp_queue *q, int side, uint64_t x, uint64_t *wp)
  * Retire position x of side, claimed by a task that no live record
  * declares: a put's slot becomes a tombstone (seq + cap, FREE) that
  * consumers step over; a get's slot goes to the next lap, its message
- * lost.  dead is the record to count the loss against (or NULL).
- * Returns whether this call retired it.
+ * lost.  The loss is counted once per dead intent (c), however many of
+ * its positions are retired and by whom.  Returns whether this call
+ * retired x.
  */
 static bool
 repair_claim(struct mp_queue *q, int side, uint64_t x, uint64_t w,
-	     struct qrec *dead)
+	     const struct culprit *c)
 {
 	struct qshm *s = q->s;
-	uint64_t *mark = NULL, it = 0;
+	uint64_t *mark = NULL;
 
 	if (!ck_pr_cas_64(&slot_at(q, x)->word, w, free_word(x + q->cap)))
 		return false;
 	ck_pr_inc_64(&s->join.skipped);
-	if (dead != NULL) {
-		mark = side == PUT_SIDE ? &dead->put_mark : &dead->get_mark;
-		it = ck_pr_load_64(rec_intent(dead, side));
-	}
-	count_loss(s, mark, it);
+	if (c->r != NULL)
+		mark = side == PUT_SIDE ? &c->r->put_mark : &c->r->get_mark;
+	count_loss(s, mark, c->it);
 	wake_all(s);
 	return true;
 }
 
 /*
+ * After x was retired for the dead intent c: retire the rest of its run
+ * too, so that a hole of n positions costs one stall, not n.  Positions
+ * a live task declares are left to it.
+ */
+static void
+repair_rest(struct mp_queue *q, int side, uint64_t x, const struct culprit *c)
+{
+	uint64_t p = c->it >> IT_RUN_BITS, w;
+	struct culprit other;
+
+	for (uint64_t i = 0; i < (c->it & IT_RUN_MASK); i++)
+		if (p + i != x && stuck(q, side, p + i, &w) &&
+		    !live_cover(q, side, p + i, NULL, &other))
+			repair_claim(q, side, p + i, w, c);
+}
+
+/*
  * A record taken over from a dead owner (or found with this tid, left by
  * an earlier task of the same id): retire what its intents claimed and
- * never finished, unless a live task declares it too.  The new owner
- * holds no claim yet, so nothing it declares is its own.
+ * never finished, then clear them.  The new owner holds no claim yet, so
+ * nothing its record declares is its own.  A live task that declares a
+ * stuck position too is either its real claimer, about to publish, or a
+ * task whose CAS for it is failing, about to withdraw: wait a little for
+ * either, so that the dead intent is not cleared while it is the only
+ * record of the claim (the loss would then be counted per position).
  */
 static MP__COLD void
 rec_heal(struct mp_queue *q, struct qrec *r)
 {
 	for (int side = PUT_SIDE; side <= GET_SIDE; side++) {
-		uint64_t it = ck_pr_load_64(rec_intent(r, side)), w;
-		uint64_t p = it >> IT_RUN_BITS;
-		struct qrec *dead;
+		struct culprit c = { r, ck_pr_load_64(rec_intent(r, side)) };
+		uint64_t p = c.it >> IT_RUN_BITS, w;
+		struct culprit other;
 
-		for (uint64_t i = 0; i < (it & IT_RUN_MASK); i++)
-			if (stuck(q, side, p + i, &w) &&
-			    !live_cover(q, side, p + i, r, &dead))
-				repair_claim(q, side, p + i, w, dead);
+		for (uint64_t i = 0; i < (c.it & IT_RUN_MASK); i++) {
+			int64_t until = 0;
+
+			while (stuck(q, side, p + i, &w)) {
+				if (!live_cover(q, side, p + i, r, &other)) {
+					repair_claim(q, side, p + i, w, &c);
+					break;
+				}
+				if (until == 0)
+					until = mp__now() + HEAL_WAIT_NS;
+				else if (mp__now() >= until)
+					break;
+				sched_yield();
+			}
+		}
 		ck_pr_store_64(rec_intent(r, side), 0);
 	}
 }
@@ -833,8 +883,8 @@ rec_of(struct mp_queue *q, uint32_t tid)
 static bool
 stalled(struct mp_queue *q, const struct block *b, struct stall *st)
 {
+	struct culprit c;
 	uint64_t now, w;
-	struct qrec *dead;
 	int side;
 
 	if (w_held(b->w)) {
@@ -853,14 +903,18 @@ stalled(struct mp_queue *q, const struct block *b, struct stall *st)
 	if ((int64_t)(now - ck_pr_load_64(&st->since)) < STALL_NS)
 		return false;
 	if (side < 0 ? mp__task_alive((pid_t)w_tid(b->w)) :
-		       live_cover(q, side, b->pos, NULL, &dead)) {
+		       live_cover(q, side, b->pos, NULL, &c)) {
 		ck_pr_store_64(&st->since, now);
 		return false;
 	}
-	if (side < 0 ? repair_held(q, b->sl, b->w) :
-		       repair_claim(q, side, b->pos, b->w, dead))
-		return true;
-	return ck_pr_load_64(&b->sl->word) != b->w;
+	if (side < 0)
+		return repair_held(q, b->sl, b->w) ||
+		       ck_pr_load_64(&b->sl->word) != b->w;
+	if (!repair_claim(q, side, b->pos, b->w, &c))
+		return ck_pr_load_64(&b->sl->word) != b->w;
+	if (c.r != NULL)
+		repair_rest(q, side, b->pos, &c);
+	return true;
 }
 
 /* Whether a block is on a claimed slot (a claimer at work, or dead). */
