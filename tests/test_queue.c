@@ -1904,3 +1904,94 @@ T_TEST(queue, a_producer_killed_inside_a_run_leaves_a_hole_that_is_passed)
 	mp_queue_free(h->q);
 	mp_shm_free(h);
 }
+
+/*
+ * A consumer killed between its claim and its release, deterministically:
+ * its receive buffer is a PROT_NONE page, so the copy out after the claim
+ * faults, and the parent kills it in its SIGSEGV handler.  The message's
+ * slot is left READY behind head; the producer that needs it a lap later
+ * retires it (one loss), and every other message arrives once, in order.
+ * The victim waits on an empty queue first, with get (batch 1) or
+ * get_many (batch 8), so that its claim is the one that copies after
+ * claiming.
+ */
+#define HELD_TRIES 12
+#define HELD_CAP 8
+
+static int
+held_victim(void *arg)
+{
+	struct hole *h = arg;
+	struct sigaction sa = { .sa_handler = hole_segv };
+	long pg = sysconf(_SC_PAGESIZE);
+	void *none = mmap(NULL, (size_t)pg, PROT_NONE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	size_t lens[8];
+
+	T_CHECK(none != MAP_FAILED);
+	hole_ready = &h->ready;
+	T_CHECK(sigaction(SIGSEGV, &sa, NULL) == 0);
+	if (h->n == 1)
+		mp_queue_get(h->q, none, sizeof(struct hmsg), MP_SEC(10));
+	else
+		mp_queue_get_many(h->q, none, sizeof(struct hmsg), lens, h->n,
+				  MP_SEC(10));
+	return T_FAIL;
+}
+
+T_TEST(queue, a_consumer_killed_holding_a_claim_is_retired_a_lap_later)
+{
+	struct hole *h = mp_shm_alloc(sizeof(*h));
+	struct hmsg m;
+	int64_t t0, worst = 0;
+
+	cr_assert_not_null(h);
+	cr_assert_eq(mp_queue_new(&h->q, HELD_CAP, sizeof(struct hmsg)), 0);
+	for (uint32_t t = 0; t < HELD_TRIES; t++) {
+		uint64_t lost = mp_queue_lost(h->q);
+		pid_t v;
+
+		h->tag = t;
+		h->n = t & 1 ? 8 : 1;
+		t_sync_init(&h->ready);
+		v = t_spawn(held_victim, h);
+		cr_assert(t_wait_futex_sleep(v, 10000),
+			  "try %u: the victim never waited", t);
+		m = (struct hmsg){ t, 1000 };
+		cr_assert_eq(mp_queue_put(h->q, &m, sizeof(m), MP_NOWAIT), 0);
+		cr_assert_eq(t_sync_wait(&h->ready, 10000), 0,
+			     "try %u: the victim did not fault", t);
+		kill(v, SIGKILL);
+		cr_assert_eq(t_wait_status(v, 10000), -SIGKILL);
+		t_sync_fini(&h->ready);
+		/* Claimed by the dead: the queue looks empty. */
+		cr_assert_eq(mp_queue_get(h->q, &m, sizeof(m), MP_NOWAIT),
+			     -EAGAIN);
+		/* A lap of puts: the last needs the dead one's slot. */
+		t0 = t_now();
+		for (uint32_t i = 0; i < HELD_CAP; i++) {
+			m = (struct hmsg){ t, i };
+			cr_assert_eq(mp_queue_put(h->q, &m, sizeof(m),
+						  MP_MSEC(T_MS(3000))), 0,
+				     "try %u: put %u wedged", t, i);
+		}
+		if (t_now() - t0 > worst)
+			worst = t_now() - t0;
+		cr_assert_eq(mp_queue_lost(h->q), lost + 1,
+			     "try %u: lost %llu -> %llu", t,
+			     (unsigned long long)lost,
+			     (unsigned long long)mp_queue_lost(h->q));
+		for (uint32_t i = 0; i < HELD_CAP; i++) {
+			cr_assert_eq(mp_queue_get(h->q, &m, sizeof(m),
+						  MP_NOWAIT), sizeof(m));
+			cr_assert(m.tag == t && m.idx == i,
+				  "try %u: got (%u, %u), want %u", t, m.tag,
+				  m.idx, i);
+		}
+		cr_assert(mp_queue_empty(h->q));
+	}
+	cr_log_info("%d held slots, slowest retired in %.1f ms", HELD_TRIES,
+		    (double)worst / 1e6);
+	mp_queue_free(h->q);
+	mp_shm_free(h);
+}
