@@ -1800,6 +1800,8 @@ hole_victim(void *arg)
 			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
 	T_CHECK(none != MAP_FAILED);
+	/* A backstop: never outlive a parent that failed before its kill. */
+	alarm(30);
 	hole_ready = &h->ready;
 	T_CHECK(sigaction(SIGSEGV, &sa, NULL) == 0);
 	for (uint32_t j = 0; j < h->n; j++) {
@@ -1837,6 +1839,8 @@ T_TEST(queue, a_producer_killed_inside_a_run_leaves_a_hole_that_is_passed)
 {
 	struct hole *h = mp_shm_alloc(sizeof(*h));
 	int64_t t0, worst = 0;
+	uint64_t early_lost = 0;
+	uint32_t early = 0;
 
 	cr_assert_not_null(h);
 	/* 64 slots: the holes fall all round the ring, across its end. */
@@ -1857,8 +1861,11 @@ T_TEST(queue, a_producer_killed_inside_a_run_leaves_a_hole_that_is_passed)
 		}
 		t_sync_init(&h->ready);
 		v = t_spawn(hole_victim, h);
-		cr_assert_eq(t_sync_wait(&h->ready, 10000), 0,
-			     "try %u: the victim did not fault", t);
+		if (t_sync_wait(&h->ready, 10000) != 0) {
+			kill(v, SIGKILL);
+			cr_assert_fail("try %u: the victim did not fault (%d)",
+				       t, t_wait_status(v, 10000));
+		}
 		for (uint32_t i = HOLE_SIDE; i < 2 * HOLE_SIDE; i++) {
 			m = (struct hmsg){ t, i };
 			cr_assert_eq(mp_queue_put(h->q, &m, sizeof(m),
@@ -1871,17 +1878,24 @@ T_TEST(queue, a_producer_killed_inside_a_run_leaves_a_hole_that_is_passed)
 			 */
 			c = t_spawn(hole_consumer, h);
 			t0 = t_now();
-			while (atomic_load(&h->got) < HOLE_SIDE)
-				cr_assert_lt(t_now() - t0, MP_SEC(10));
+			while (atomic_load(&h->got) < HOLE_SIDE &&
+			       t_now() - t0 < MP_SEC(10))
+				;
 			t0 = t_now();
 			while (t_now() - t0 < MP_MSEC(20))
 				;
-			cr_assert_eq(atomic_load(&h->got), HOLE_SIDE,
-				     "try %u: passed a live claim", t);
-			cr_assert_eq(mp_queue_lost(h->q), lost);
+			early = atomic_load(&h->got);
+			early_lost = mp_queue_lost(h->q);
 		}
+		/* Killed before any assertion: never left behind. */
 		kill(v, SIGKILL);
 		cr_assert_eq(t_wait_status(v, 10000), -SIGKILL);
+		if (c != 0) {
+			cr_assert_eq(early, HOLE_SIDE,
+				     "try %u: passed a live claim (%u got)",
+				     t, early);
+			cr_assert_eq(early_lost, lost);
+		}
 		t_sync_fini(&h->ready);
 		t0 = t_now();
 		if (c != 0)
@@ -1929,6 +1943,8 @@ held_victim(void *arg)
 	size_t lens[8];
 
 	T_CHECK(none != MAP_FAILED);
+	/* A backstop: never outlive a parent that failed before its kill. */
+	alarm(30);
 	hole_ready = &h->ready;
 	T_CHECK(sigaction(SIGSEGV, &sa, NULL) == 0);
 	if (h->n == 1)
@@ -1949,19 +1965,23 @@ T_TEST(queue, a_consumer_killed_holding_a_claim_is_retired_a_lap_later)
 	cr_assert_eq(mp_queue_new(&h->q, HELD_CAP, sizeof(struct hmsg)), 0);
 	for (uint32_t t = 0; t < HELD_TRIES; t++) {
 		uint64_t lost = mp_queue_lost(h->q);
+		bool waited, faulted;
 		pid_t v;
+		int put;
 
 		h->tag = t;
 		h->n = t & 1 ? 8 : 1;
 		t_sync_init(&h->ready);
 		v = t_spawn(held_victim, h);
-		cr_assert(t_wait_futex_sleep(v, 10000),
-			  "try %u: the victim never waited", t);
+		waited = t_wait_futex_sleep(v, 10000);
 		m = (struct hmsg){ t, 1000 };
-		cr_assert_eq(mp_queue_put(h->q, &m, sizeof(m), MP_NOWAIT), 0);
-		cr_assert_eq(t_sync_wait(&h->ready, 10000), 0,
-			     "try %u: the victim did not fault", t);
+		put = mp_queue_put(h->q, &m, sizeof(m), MP_NOWAIT);
+		faulted = waited && t_sync_wait(&h->ready, 10000) == 0;
+		/* Killed before any assertion: never left behind. */
 		kill(v, SIGKILL);
+		cr_assert(waited, "try %u: the victim never waited", t);
+		cr_assert_eq(put, 0);
+		cr_assert(faulted, "try %u: the victim did not fault", t);
 		cr_assert_eq(t_wait_status(v, 10000), -SIGKILL);
 		t_sync_fini(&h->ready);
 		/* Claimed by the dead: the queue looks empty. */
