@@ -1099,12 +1099,15 @@ T_TEST(queue, trashed_slot_words_do_not_hang)
 	data = find_slot_data(marker, sizeof(marker), &map);
 	cr_assert_not_null(data);
 	/*
-	 * Every slot word (16-byte headers, 128-byte slots for msg_max 64)
-	 * now holds a free slot of a seq far ahead of every position, as
-	 * no put wrote: each position looks taken by someone else.
+	 * Every slot word now holds a free slot of a seq far ahead of every
+	 * position, as no put wrote: each position looks taken by someone
+	 * else.  For msg_max 64 a slot is the word (8 bytes, the length in
+	 * its low bits) and 64 bytes of data, 72 in all; the word is 8 bytes
+	 * before the data.  (With 16 and 128, as this read before the
+	 * slots were packed, it missed the words and tested nothing.)
 	 */
 	for (int i = 0; i < 3; i++)
-		*(uint64_t *)(data - 16 + i * 128) = (uint64_t)1 << 62;
+		*(uint64_t *)(data - 8 + i * 72) = (uint64_t)1 << 62;
 	trashed_q = q;
 	pid = t_spawn(calls_on_trashed_hints, NULL);
 	cr_assert_eq(t_wait_status(pid, 20000), T_PASS);
