@@ -1343,7 +1343,7 @@ T_TEST(queue, put_many_producers_sigkilled_mid_run_lose_nothing_acked,
  * get_many returns.
  */
 #define GM_KILLS 200
-#define GM_MAX_MSGS (1u << 22)
+#define GM_MAX_MSGS (1u << 23)
 
 struct gmrun {
 	mp_queue *q;
