@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include <criterion/criterion.h>
@@ -1095,14 +1099,922 @@ T_TEST(queue, trashed_slot_words_do_not_hang)
 	data = find_slot_data(marker, sizeof(marker), &map);
 	cr_assert_not_null(data);
 	/*
-	 * Every slot word (16-byte headers, 128-byte slots for msg_max 64)
-	 * now holds a free slot of a seq far ahead of every position, as
-	 * no put wrote: each position looks taken by someone else.
+	 * Every slot word now holds a free slot of a seq far ahead of every
+	 * position, as no put wrote: each position looks taken by someone
+	 * else.  For msg_max 64 a slot is the word (8 bytes, the length in
+	 * its low bits) and 64 bytes of data, 72 in all; the word is 8 bytes
+	 * before the data.  (With 16 and 128, as this read before the
+	 * slots were packed, it missed the words and tested nothing.)
 	 */
 	for (int i = 0; i < 3; i++)
-		*(uint64_t *)(data - 16 + i * 128) = (uint64_t)1 << 62;
+		*(uint64_t *)(data - 8 + i * 72) = (uint64_t)1 << 62;
 	trashed_q = q;
 	pid = t_spawn(calls_on_trashed_hints, NULL);
 	cr_assert_eq(t_wait_status(pid, 20000), T_PASS);
 	mp_queue_free(q);
+}
+
+/* ---- batch claims and claim records under kills -------------------- */
+
+/*
+ * put_many producers SIGKILLed at random moments, beside a steady
+ * put_many producer, with two get_many consumers.  Messages carry
+ * (producer incarnation, seq) and a body of a length and bytes derived
+ * from both, so that a torn or misplaced copy is seen too.
+ */
+#define PM_KILLS 300
+#define PM_STEADY (PM_KILLS + 1)	/* the steady producer's id */
+#define PM_STEADY_MSGS 60000
+#define PM_SEQ_MAX 65536		/* seqs a producer may use */
+#define PM_MSG_MAX 512
+#define PM_BATCH_MAX 32
+
+struct pmrun {
+	mp_queue *q;
+	_Atomic uint64_t acked[PM_KILLS + 1];	/* put_many returned */
+	_Atomic uint64_t count[PM_STEADY + 1];	/* received, per producer */
+	/* A bit per (producer, seq) received. */
+	_Atomic uint64_t seen[(PM_STEADY + 1) * (PM_SEQ_MAX / 64)];
+	_Atomic uint64_t dups;
+	_Atomic uint64_t disorder;
+	_Atomic uint64_t bad;
+	int inc;
+};
+
+/* Write message (producer, seq) into m; returns its length. */
+static size_t
+pm_fill(unsigned char *m, uint32_t producer, uint32_t seq)
+{
+	size_t len = 8 + (producer * 13u + seq * 7u) % (PM_MSG_MAX - 7);
+
+	memcpy(m, &producer, 4);
+	memcpy(m + 4, &seq, 4);
+	for (size_t j = 8; j < len; j++)
+		m[j] = (unsigned char)(producer * 31u + seq * 17u + j);
+	return len;
+}
+
+/* Whether m is a whole message as pm_fill wrote it. */
+static bool
+pm_check(const unsigned char *m, size_t len, uint32_t *producer,
+	 uint32_t *seq)
+{
+	if (len < 8)
+		return false;
+	memcpy(producer, m, 4);
+	memcpy(seq, m + 4, 4);
+	if (len != 8 + (*producer * 13u + *seq * 7u) % (PM_MSG_MAX - 7))
+		return false;
+	for (size_t j = 8; j < len; j++)
+		if (m[j] != (unsigned char)(*producer * 31u + *seq * 17u + j))
+			return false;
+	return true;
+}
+
+/* put_many batches of 1..32 of producer id's messages from seq on. */
+static ssize_t
+pm_put_batch(mp_queue *q, uint32_t id, uint32_t seq, uint32_t n,
+	     int64_t timeout)
+{
+	static unsigned char store[PM_BATCH_MAX][PM_MSG_MAX];
+	const void *msgs[PM_BATCH_MAX];
+	size_t lens[PM_BATCH_MAX];
+
+	for (uint32_t j = 0; j < n; j++) {
+		lens[j] = pm_fill(store[j], id, seq + j);
+		msgs[j] = store[j];
+	}
+	return mp_queue_put_many(q, msgs, lens, n, timeout);
+}
+
+static int
+pm_victim(void *arg)
+{
+	struct pmrun *k = arg;
+	uint32_t inc = (uint32_t)k->inc, seq = 0;
+	unsigned seed = inc * 2654435761u;
+
+	for (;;) {
+		uint32_t n = 1 + (uint32_t)rand_r(&seed) % PM_BATCH_MAX;
+
+		if (seq + n > PM_SEQ_MAX)
+			for (;;)
+				pause();
+		if (pm_put_batch(k->q, inc, seq, n, MP_FOREVER) != (ssize_t)n)
+			return T_FAIL;
+		seq += n;
+		atomic_store(&k->acked[inc], seq);
+	}
+}
+
+static int
+pm_steady(void *arg)
+{
+	struct pmrun *k = arg;
+	unsigned seed = 12345;
+
+	for (uint32_t seq = 0; seq < PM_STEADY_MSGS;) {
+		uint32_t n = 1 + (uint32_t)rand_r(&seed) % PM_BATCH_MAX;
+
+		if (n > PM_STEADY_MSGS - seq)
+			n = PM_STEADY_MSGS - seq;
+		T_CHECK(pm_put_batch(k->q, PM_STEADY, seq, n, MP_SEC(30)) ==
+			(ssize_t)n);
+		seq += n;
+	}
+	return T_PASS;
+}
+
+struct pmcons {
+	struct pmrun *k;
+	size_t batch;
+};
+
+static int
+pm_consumer(void *arg)
+{
+	struct pmrun *k = ((struct pmcons *)arg)->k;
+	size_t batch = ((struct pmcons *)arg)->batch;
+	static unsigned char buf[PM_BATCH_MAX][PM_MSG_MAX];
+	static int64_t last[PM_STEADY + 1];
+	size_t lens[PM_BATCH_MAX];
+	ssize_t n;
+
+	for (int i = 0; i <= PM_STEADY; i++)
+		last[i] = -1;
+	while ((n = mp_queue_get_many(k->q, buf, PM_MSG_MAX, lens, batch,
+				      MP_SEC(30))) > 0) {
+		for (ssize_t i = 0; i < n; i++) {
+			uint32_t p, s;
+			uint64_t bit, b;
+
+			if (!pm_check(buf[i], lens[i], &p, &s) || p == 0 ||
+			    p > PM_STEADY || s >= PM_SEQ_MAX) {
+				atomic_fetch_add(&k->bad, 1);
+				continue;
+			}
+			/* Per producer, per consumer: seqs only grow. */
+			if ((int64_t)s <= last[p])
+				atomic_fetch_add(&k->disorder, 1);
+			last[p] = s;
+			bit = (uint64_t)p * PM_SEQ_MAX + s;
+			b = 1ull << (bit % 64);
+			if (atomic_fetch_or(&k->seen[bit / 64], b) & b)
+				atomic_fetch_add(&k->dups, 1);
+			atomic_fetch_add(&k->count[p], 1);
+		}
+	}
+	T_CHECK(n == -EPIPE);
+	return T_PASS;
+}
+
+static bool
+pm_seen(struct pmrun *k, uint32_t p, uint32_t s)
+{
+	uint64_t bit = (uint64_t)p * PM_SEQ_MAX + s;
+
+	return (atomic_load(&k->seen[bit / 64]) >> (bit % 64)) & 1;
+}
+
+T_TEST(queue, put_many_producers_sigkilled_mid_run_lose_nothing_acked,
+     .timeout = 120)
+{
+	struct pmrun *k = mp_shm_alloc(sizeof(*k));
+	struct pmcons ca[2];
+	pid_t c[2], st;
+	unsigned seed = (unsigned)t_now();
+	int64_t t0 = t_now();
+
+	cr_assert_not_null(k);
+	cr_assert_eq(mp_queue_new(&k->q, 128, PM_MSG_MAX), 0);
+	for (int i = 0; i < 2; i++) {
+		ca[i] = (struct pmcons){ k, i == 0 ? 8 : 16 };
+		c[i] = t_spawn(pm_consumer, &ca[i]);
+	}
+	st = t_spawn(pm_steady, k);
+	for (int i = 1; i <= PM_KILLS; i++) {
+		k->inc = i;
+		pid_t v = t_spawn(pm_victim, k);
+		/* A random moment: 0..3 ms after the fork. */
+		int64_t until = t_now() + (rand_r(&seed) % 3000) * 1000;
+		while (t_now() < until)
+			;
+		kill(v, SIGKILL);
+		cr_assert_eq(t_wait_status(v, 10000), -SIGKILL);
+	}
+	cr_assert_eq(t_wait_status(st, 60000), T_PASS);
+	mp_queue_close(k->q);
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(t_wait_status(c[i], 60000), T_PASS);
+	cr_log_info("put_many, %d kills: %.2f s, lost %llu", PM_KILLS,
+		    (double)(t_now() - t0) / 1e9,
+		    (unsigned long long)mp_queue_lost(k->q));
+	cr_assert_eq(atomic_load(&k->bad), 0);
+	cr_assert_eq(atomic_load(&k->dups), 0);
+	cr_assert_eq(atomic_load(&k->disorder), 0);
+	cr_assert_leq(mp_queue_lost(k->q), PM_KILLS);
+	cr_assert_eq(atomic_load(&k->count[PM_STEADY]), PM_STEADY_MSGS);
+	for (uint32_t s = 0; s < PM_STEADY_MSGS; s++)
+		cr_assert(pm_seen(k, PM_STEADY, s), "steady message %u lost",
+			  s);
+	/*
+	 * Each incarnation: a gap-free prefix (only its last claim may be
+	 * missing), at least as long as what put_many acknowledged.
+	 */
+	for (uint32_t i = 1; i <= PM_KILLS; i++) {
+		uint64_t n = atomic_load(&k->count[i]);
+
+		cr_assert_geq(n, atomic_load(&k->acked[i]),
+			      "incarnation %u: an acknowledged put lost", i);
+		for (uint32_t s = 0; s < n; s++)
+			cr_assert(pm_seen(k, i, s),
+				  "incarnation %u: seq %u missing of %llu", i,
+				  s, (unsigned long long)n);
+	}
+	cr_assert(mp_queue_empty(k->q));
+	mp_queue_free(k->q);
+	mp_shm_free(k);
+}
+
+/*
+ * get_many consumers SIGKILLed at random moments while a steady producer
+ * puts into a small queue: the producer waits on slots the dead held.
+ * Each message id's receipts are counted in shared memory right after
+ * get_many returns.
+ */
+#define GM_KILLS 200
+#define GM_MAX_MSGS (1u << 23)
+
+struct gmrun {
+	mp_queue *q;
+	_Atomic uint32_t stop;
+	_Atomic uint64_t produced;
+	_Atomic uint64_t bad;
+	_Atomic uint8_t recv[GM_MAX_MSGS];
+	int inc;
+};
+
+struct gmmsg {
+	uint32_t id;
+	uint32_t check;		/* ~id */
+};
+
+static int
+gm_producer(void *arg)
+{
+	struct gmrun *k = arg;
+	struct gmmsg m;
+
+	for (uint32_t id = 0; id < GM_MAX_MSGS && !atomic_load(&k->stop);
+	     id++) {
+		m = (struct gmmsg){ id, ~id };
+		T_CHECK(mp_queue_put(k->q, &m, sizeof(m), MP_SEC(20)) == 0);
+		atomic_store(&k->produced, id + 1);
+	}
+	return T_PASS;
+}
+
+/* Count what one get_many returned. */
+static void
+gm_record(struct gmrun *k, const struct gmmsg *m, const size_t *lens,
+	  ssize_t n)
+{
+	for (ssize_t i = 0; i < n; i++) {
+		if (lens[i] != sizeof(*m) || m[i].check != ~m[i].id ||
+		    m[i].id >= GM_MAX_MSGS) {
+			atomic_fetch_add(&k->bad, 1);
+			continue;
+		}
+		atomic_fetch_add(&k->recv[m[i].id], 1);
+	}
+}
+
+static int
+gm_victim(void *arg)
+{
+	struct gmrun *k = arg;
+	struct gmmsg m[PM_BATCH_MAX];
+	size_t lens[PM_BATCH_MAX];
+	unsigned seed = (unsigned)k->inc * 2654435761u;
+	ssize_t n;
+
+	for (;;) {
+		size_t batch = 1 + (size_t)rand_r(&seed) % PM_BATCH_MAX;
+
+		n = mp_queue_get_many(k->q, m, sizeof(m[0]), lens, batch,
+				      MP_FOREVER);
+		if (n < 0)
+			return T_FAIL;
+		gm_record(k, m, lens, n);
+	}
+}
+
+static int
+gm_survivor(void *arg)
+{
+	struct gmrun *k = arg;
+	struct gmmsg m[16];
+	size_t lens[16];
+	ssize_t n;
+
+	while ((n = mp_queue_get_many(k->q, m, sizeof(m[0]), lens, 16,
+				      MP_SEC(20))) > 0)
+		gm_record(k, m, lens, n);
+	T_CHECK(n == -EPIPE);
+	return T_PASS;
+}
+
+T_TEST(queue, get_many_consumers_sigkilled_never_duplicate_or_wedge,
+     .timeout = 120)
+{
+	struct gmrun *k = mp_shm_alloc(sizeof(*k));
+	unsigned seed = (unsigned)t_now() ^ 0x5bd1e995u;
+	uint64_t produced, missing = 0, dups = 0;
+	int64_t t0 = t_now();
+	pid_t sv, pr;
+
+	cr_assert_not_null(k);
+	cr_assert_eq(mp_queue_new(&k->q, 64, sizeof(struct gmmsg)), 0);
+	sv = t_spawn(gm_survivor, k);
+	pr = t_spawn(gm_producer, k);
+	for (int i = 1; i <= GM_KILLS; i++) {
+		k->inc = i;
+		pid_t v = t_spawn(gm_victim, k);
+		int64_t until = t_now() + (rand_r(&seed) % 3000) * 1000;
+		while (t_now() < until)
+			;
+		kill(v, SIGKILL);
+		cr_assert_eq(t_wait_status(v, 10000), -SIGKILL);
+	}
+	atomic_store(&k->stop, 1);
+	cr_assert_eq(t_wait_status(pr, 30000), T_PASS, "the producer wedged");
+	mp_queue_close(k->q);
+	cr_assert_eq(t_wait_status(sv, 30000), T_PASS, "the survivor wedged");
+	produced = atomic_load(&k->produced);
+	for (uint64_t id = 0; id < GM_MAX_MSGS; id++) {
+		uint8_t r = atomic_load(&k->recv[id]);
+
+		if (id >= produced)
+			cr_assert_eq(r, 0, "id %llu never put, received",
+				     (unsigned long long)id);
+		dups += r > 1;
+		missing += r == 0 && id < produced;
+	}
+	cr_log_info("get_many, %d kills: %.2f s, %llu put, %llu missing, "
+		    "lost %llu", GM_KILLS, (double)(t_now() - t0) / 1e9,
+		    (unsigned long long)produced,
+		    (unsigned long long)missing,
+		    (unsigned long long)mp_queue_lost(k->q));
+	cr_assert_gt(produced, 0);
+	cr_assert_eq(atomic_load(&k->bad), 0);
+	cr_assert_eq(dups, 0, "%llu messages received twice",
+		     (unsigned long long)dups);
+	cr_assert_leq(mp_queue_lost(k->q), GM_KILLS);
+	cr_assert_leq(missing, (uint64_t)PM_BATCH_MAX * GM_KILLS);
+	cr_assert(mp_queue_empty(k->q));
+	mp_queue_free(k->q);
+	mp_shm_free(k);
+}
+
+/*
+ * -EUSERS: a queue keeps claim records for 256 tasks at once.  256
+ * threads hold one each (a put, then they wait alive); a 257th task is
+ * refused by every call, without touching the queue; once the holders
+ * are gone, a newcomer takes a dead one's record.
+ */
+#define EU_HOLDERS 256
+
+struct eusers {
+	mp_queue *q;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int ready;
+	bool release;
+	pid_t tid[EU_HOLDERS];
+	int rc[EU_HOLDERS];
+};
+
+struct eu_arg {
+	struct eusers *e;
+	int i;
+};
+
+static void *
+eu_holder(void *arg)
+{
+	struct eusers *e = ((struct eu_arg *)arg)->e;
+	int i = ((struct eu_arg *)arg)->i;
+	uint32_t v = (uint32_t)i;
+
+	e->tid[i] = (pid_t)syscall(SYS_gettid);
+	e->rc[i] = mp_queue_put(e->q, &v, sizeof(v), MP_NOWAIT);
+	pthread_mutex_lock(&e->mu);
+	e->ready++;
+	pthread_cond_broadcast(&e->cv);
+	while (!e->release)
+		pthread_cond_wait(&e->cv, &e->mu);
+	pthread_mutex_unlock(&e->mu);
+	return NULL;
+}
+
+/*
+ * Every call that claims, from a task without a record: -EUSERS, and
+ * nothing taken or added.  Returns the number of calls that were not.
+ */
+static int
+eu_refused(mp_queue *q)
+{
+	uint32_t v = 7, buf[4];
+	const void *msgs[2] = { &v, &v };
+	size_t lens[2] = { sizeof(v), sizeof(v) }, glens[4];
+	const void *cm;
+	void *m;
+	int bad = 0;
+
+	bad += mp_queue_put(q, &v, sizeof(v), MP_NOWAIT) != -EUSERS;
+	bad += mp_queue_put(q, &v, sizeof(v), MP_MSEC(1)) != -EUSERS;
+	bad += mp_queue_put_many(q, msgs, lens, 2, MP_NOWAIT) != -EUSERS;
+	bad += mp_queue_put_many(q, msgs, lens, 1, MP_NOWAIT) != -EUSERS;
+	bad += mp_queue_get(q, buf, sizeof(buf), MP_NOWAIT) != -EUSERS;
+	bad += mp_queue_get(q, buf, sizeof(buf), MP_MSEC(1)) != -EUSERS;
+	bad += mp_queue_get_many(q, buf, sizeof(v), glens, 4, MP_NOWAIT) !=
+	       -EUSERS;
+	bad += mp_queue_get_many(q, buf, sizeof(v), glens, 1, MP_NOWAIT) !=
+	       -EUSERS;
+	bad += mp_queue_reserve(q, &m, MP_NOWAIT) != -EUSERS;
+	bad += mp_queue_peek(q, &cm, MP_NOWAIT) != -EUSERS;
+	return bad;
+}
+
+static void *
+eu_outsider(void *arg)
+{
+	return (void *)(intptr_t)eu_refused(arg);
+}
+
+static int
+eu_child(void *arg)
+{
+	T_CHECK(eu_refused(arg) == 0);
+	return T_PASS;
+}
+
+static void *
+eu_newcomer(void *arg)
+{
+	uint32_t v = 1000;
+
+	return (void *)(intptr_t)mp_queue_put(arg, &v, sizeof(v), MP_NOWAIT);
+}
+
+/* Whether thread tid is gone (as lib/task sees it: no /proc entry). */
+static bool
+tid_gone(pid_t tid)
+{
+	char path[64], buf[512], *paren;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)tid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return true;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return true;
+	buf[n] = 0;
+	paren = strrchr(buf, ')');
+	return paren != NULL && (paren[2] == 'Z' || paren[2] == 'X');
+}
+
+static void
+eu_run(pthread_t *th, void *(*fn)(void *), void *arg, void **ret)
+{
+	cr_assert_eq(pthread_create(th, NULL, fn, arg), 0);
+	cr_assert_eq(pthread_join(*th, ret), 0);
+}
+
+T_TEST(queue, more_than_256_live_tasks_get_eusers_then_records_are_reused,
+     .timeout = 60)
+{
+	static struct eu_arg args[EU_HOLDERS];
+	static pthread_t th[EU_HOLDERS];
+	struct eusers *e = calloc(1, sizeof(*e));
+	pthread_attr_t attr;
+	pthread_t one;
+	uint32_t v;
+	void *ret;
+	int64_t t0;
+
+	cr_assert_not_null(e);
+	/* This thread never used the queue: it holds no record. */
+	cr_assert_eq(mp_queue_new(&e->q, 1024, sizeof(uint32_t)), 0);
+	pthread_mutex_init(&e->mu, NULL);
+	pthread_cond_init(&e->cv, NULL);
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 256 << 10);
+	for (int i = 0; i < EU_HOLDERS; i++) {
+		args[i] = (struct eu_arg){ e, i };
+		cr_assert_eq(pthread_create(&th[i], &attr, eu_holder,
+					    &args[i]), 0);
+	}
+	pthread_attr_destroy(&attr);
+	pthread_mutex_lock(&e->mu);
+	while (e->ready < EU_HOLDERS)
+		pthread_cond_wait(&e->cv, &e->mu);
+	pthread_mutex_unlock(&e->mu);
+	for (int i = 0; i < EU_HOLDERS; i++)
+		cr_assert_eq(e->rc[i], 0, "holder %d: put returned %d", i,
+			     e->rc[i]);
+	cr_assert_eq(mp_queue_qsize(e->q), EU_HOLDERS);
+
+	/* A 257th thread, this one, and another process: all refused. */
+	eu_run(&one, eu_outsider, e->q, &ret);
+	cr_assert_eq((intptr_t)ret, 0, "%d calls were not -EUSERS",
+		     (int)(intptr_t)ret);
+	cr_assert_eq(eu_refused(e->q), 0);
+	t_wait_exit(t_spawn(eu_child, e->q), T_PASS);
+	cr_assert_eq(mp_queue_qsize(e->q), EU_HOLDERS, "a refused call "
+		     "changed the queue");
+	cr_assert_eq(mp_queue_lost(e->q), 0);
+
+	pthread_mutex_lock(&e->mu);
+	e->release = true;
+	pthread_cond_broadcast(&e->cv);
+	pthread_mutex_unlock(&e->mu);
+	for (int i = 0; i < EU_HOLDERS; i++)
+		cr_assert_eq(pthread_join(th[i], NULL), 0);
+	/* A joined thread may linger in the kernel for a moment. */
+	t0 = t_now();
+	for (int i = 0; i < EU_HOLDERS; i++)
+		while (!tid_gone(e->tid[i]))
+			cr_assert_lt(t_now() - t0, MP_SEC(10), "tid %d stays",
+				     (int)e->tid[i]);
+
+	/* Now a newcomer takes a dead holder's record. */
+	eu_run(&one, eu_newcomer, e->q, &ret);
+	cr_assert_eq((intptr_t)ret, 0, "newcomer's put: %d",
+		     (int)(intptr_t)ret);
+	cr_assert_eq(mp_queue_put(e->q, &(uint32_t){ 1001 }, sizeof(v),
+				  MP_NOWAIT), 0);
+	cr_assert_eq(mp_queue_qsize(e->q), EU_HOLDERS + 2);
+	/* Every holder's message is there once, then the newcomers'. */
+	{
+		bool got[EU_HOLDERS] = { false };
+
+		for (int i = 0; i < EU_HOLDERS; i++) {
+			cr_assert_eq(mp_queue_get(e->q, &v, sizeof(v),
+						  MP_NOWAIT), sizeof(v));
+			cr_assert_lt(v, EU_HOLDERS);
+			cr_assert_not(got[v], "%u twice", v);
+			got[v] = true;
+		}
+	}
+	cr_assert_eq(mp_queue_get(e->q, &v, sizeof(v), MP_NOWAIT), sizeof(v));
+	cr_assert_eq(v, 1000);
+	cr_assert_eq(mp_queue_get(e->q, &v, sizeof(v), MP_NOWAIT), sizeof(v));
+	cr_assert_eq(v, 1001);
+	cr_assert(mp_queue_empty(e->q));
+	cr_assert_eq(mp_queue_lost(e->q), 0);
+	mp_queue_free(e->q);
+	pthread_cond_destroy(&e->cv);
+	pthread_mutex_destroy(&e->mu);
+	free(e);
+}
+
+/*
+ * Records of dead processes are reused: 600 short-lived processes in
+ * turn (more than the 256 records) put, some with put_many, and some
+ * take with get_many what a model of the FIFO says they must find.
+ */
+#define RR_PROCS 600
+#define RR_CAP 2048
+
+struct rrun {
+	mp_queue *q;
+	uint32_t put[3];	/* what this child puts */
+	int nput;
+	uint32_t want[3];	/* what its get_many must return */
+	int nget;
+};
+
+static int
+rr_child(void *arg)
+{
+	struct rrun *r = arg;
+	const void *msgs[2] = { &r->put[1], &r->put[2] };
+	size_t lens[3] = { 4, 4, 4 };
+	uint32_t got[3];
+
+	T_CHECK(mp_queue_put(r->q, &r->put[0], 4, MP_NOWAIT) == 0);
+	if (r->nput > 1)
+		T_CHECK(mp_queue_put_many(r->q, msgs, lens, 2, MP_NOWAIT) ==
+			2);
+	if (r->nget > 0) {
+		T_CHECK(mp_queue_get_many(r->q, got, 4, lens, 3, MP_NOWAIT) ==
+			r->nget);
+		for (int i = 0; i < r->nget; i++)
+			T_CHECK(lens[i] == 4 && got[i] == r->want[i]);
+	}
+	return T_PASS;
+}
+
+T_TEST(queue, six_hundred_processes_in_turn_reuse_the_256_records)
+{
+	static uint32_t model[RR_PROCS * 3];
+	size_t mh = 0, mt = 0;
+	struct rrun r;
+	uint32_t got[64];
+	size_t lens[64];
+	ssize_t n;
+	int64_t t0 = t_now();
+
+	cr_assert_eq(mp_queue_new(&r.q, RR_CAP, 4), 0);
+	for (uint32_t i = 0; i < RR_PROCS; i++) {
+		r.nput = i % 3 == 1 ? 3 : 1;
+		for (int j = 0; j < r.nput; j++)
+			model[mt++] = r.put[j] = i * 3 + (uint32_t)j;
+		r.nget = i % 4 == 3 ? 3 : 0;
+		for (int j = 0; j < r.nget; j++)
+			r.want[j] = model[mh++];
+		t_wait_exit(t_spawn(rr_child, &r), T_PASS);
+	}
+	cr_log_info("%d processes in turn: %.2f s", RR_PROCS,
+		    (double)(t_now() - t0) / 1e9);
+	cr_assert_eq(mp_queue_lost(r.q), 0);
+	cr_assert_eq(mp_queue_qsize(r.q), mt - mh);
+	while (mh < mt) {
+		n = mp_queue_get_many(r.q, got, 4, lens, 64, MP_NOWAIT);
+		cr_assert_gt(n, 0, "%zu left, get_many: %zd", mt - mh, n);
+		for (ssize_t i = 0; i < n; i++)
+			cr_assert_eq(got[i], model[mh++]);
+	}
+	cr_assert_eq(mp_queue_get(r.q, got, 4, MP_NOWAIT), -EAGAIN);
+	cr_assert(mp_queue_empty(r.q));
+	mp_queue_free(r.q);
+}
+
+/*
+ * A producer killed inside a put_many run leaves a hole in the middle of
+ * the ring.  Deterministic: one message of its batch lies in a PROT_NONE
+ * page, so the copy of the claimed run faults; the SIGSEGV handler says
+ * so and waits, and the parent kills it there, between the claim and the
+ * publication.  Messages put before and after the hole must all arrive,
+ * in order, within seconds, with exactly one loss counted per kill.
+ */
+#define HOLE_TRIES 24
+#define HOLE_SIDE 5		/* messages before and after the hole */
+
+struct hole {
+	mp_queue *q;
+	struct t_sync ready;
+	uint32_t n;		/* the victim's batch */
+	uint32_t f;		/* which of its messages faults */
+	uint32_t tag;		/* the try */
+	_Atomic uint32_t got;	/* the consumer child's progress */
+};
+
+struct hmsg {
+	uint32_t tag;
+	uint32_t idx;		/* 0..4 before the hole, 5..9 after */
+};
+
+static struct t_sync *hole_ready;
+
+static void
+hole_segv(int sig)
+{
+	(void)sig;
+	t_sync_signal(hole_ready);
+	for (;;)
+		pause();
+}
+
+static int
+hole_victim(void *arg)
+{
+	struct hole *h = arg;
+	static unsigned char body[PM_BATCH_MAX][64];
+	const void *msgs[PM_BATCH_MAX];
+	size_t lens[PM_BATCH_MAX];
+	struct sigaction sa = { .sa_handler = hole_segv };
+	long pg = sysconf(_SC_PAGESIZE);
+	void *none = mmap(NULL, (size_t)pg, PROT_NONE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	T_CHECK(none != MAP_FAILED);
+	/* A backstop: never outlive a parent that failed before its kill. */
+	alarm(30);
+	hole_ready = &h->ready;
+	T_CHECK(sigaction(SIGSEGV, &sa, NULL) == 0);
+	for (uint32_t j = 0; j < h->n; j++) {
+		memset(body[j], 0xa5, sizeof(body[j]));
+		msgs[j] = j == h->f ? none : body[j];
+		lens[j] = sizeof(body[j]);
+	}
+	mp_queue_put_many(h->q, msgs, lens, h->n, MP_SEC(10));
+	/* The copy should have faulted. */
+	return T_FAIL;
+}
+
+/* Get the try's 2 * HOLE_SIDE messages in order; false if not. */
+static bool
+hole_drain(struct hole *h, int64_t timeout)
+{
+	struct hmsg m;
+
+	for (uint32_t i = 0; i < 2 * HOLE_SIDE; i++) {
+		if (mp_queue_get(h->q, &m, sizeof(m), timeout) != sizeof(m) ||
+		    m.tag != h->tag || m.idx != i)
+			return false;
+		atomic_store(&h->got, i + 1);
+	}
+	return true;
+}
+
+static int
+hole_consumer(void *arg)
+{
+	return hole_drain(arg, MP_SEC(10)) ? T_PASS : T_FAIL;
+}
+
+T_TEST(queue, a_producer_killed_inside_a_run_leaves_a_hole_that_is_passed)
+{
+	struct hole *h = mp_shm_alloc(sizeof(*h));
+	int64_t t0, worst = 0;
+	uint64_t early_lost = 0;
+	uint32_t early = 0;
+
+	cr_assert_not_null(h);
+	/* 64 slots: the holes fall all round the ring, across its end. */
+	cr_assert_eq(mp_queue_new(&h->q, 64, 256), 0);
+	for (uint32_t t = 0; t < HOLE_TRIES; t++) {
+		uint64_t lost = mp_queue_lost(h->q);
+		pid_t v, c = 0;
+		struct hmsg m;
+
+		h->tag = t;
+		h->n = 1 + (t * 7) % PM_BATCH_MAX;
+		h->f = (t * 5) % h->n;
+		atomic_store(&h->got, 0);
+		for (uint32_t i = 0; i < HOLE_SIDE; i++) {
+			m = (struct hmsg){ t, i };
+			cr_assert_eq(mp_queue_put(h->q, &m, sizeof(m),
+						  MP_NOWAIT), 0);
+		}
+		t_sync_init(&h->ready);
+		v = t_spawn(hole_victim, h);
+		if (t_sync_wait(&h->ready, 10000) != 0) {
+			kill(v, SIGKILL);
+			cr_assert_fail("try %u: the victim did not fault (%d)",
+				       t, t_wait_status(v, 10000));
+		}
+		for (uint32_t i = HOLE_SIDE; i < 2 * HOLE_SIDE; i++) {
+			m = (struct hmsg){ t, i };
+			cr_assert_eq(mp_queue_put(h->q, &m, sizeof(m),
+						  MP_NOWAIT), 0);
+		}
+		if (t & 1) {
+			/*
+			 * A consumer reaches the hole while its claimer
+			 * lives: it must wait, not retire a live claim.
+			 */
+			c = t_spawn(hole_consumer, h);
+			t0 = t_now();
+			while (atomic_load(&h->got) < HOLE_SIDE &&
+			       t_now() - t0 < MP_SEC(10))
+				;
+			t0 = t_now();
+			while (t_now() - t0 < MP_MSEC(20))
+				;
+			early = atomic_load(&h->got);
+			early_lost = mp_queue_lost(h->q);
+		}
+		/* Killed before any assertion: never left behind. */
+		kill(v, SIGKILL);
+		cr_assert_eq(t_wait_status(v, 10000), -SIGKILL);
+		if (c != 0) {
+			cr_assert_eq(early, HOLE_SIDE,
+				     "try %u: passed a live claim (%u got)",
+				     t, early);
+			cr_assert_eq(early_lost, lost);
+		}
+		t_sync_fini(&h->ready);
+		t0 = t_now();
+		if (c != 0)
+			cr_assert_eq(t_wait_status(c, 10000), T_PASS,
+				     "try %u: consumer stuck at the hole", t);
+		else
+			cr_assert(hole_drain(h, MP_MSEC(T_MS(3000))),
+				  "try %u: stuck at the hole (%u got)", t,
+				  atomic_load(&h->got));
+		if (t_now() - t0 > worst)
+			worst = t_now() - t0;
+		cr_assert_eq(mp_queue_lost(h->q), lost + 1,
+			     "try %u: run %u, lost %llu -> %llu", t, h->n,
+			     (unsigned long long)lost,
+			     (unsigned long long)mp_queue_lost(h->q));
+		cr_assert(mp_queue_empty(h->q));
+	}
+	cr_log_info("%d holes, slowest passed in %.1f ms", HOLE_TRIES,
+		    (double)worst / 1e6);
+	mp_queue_free(h->q);
+	mp_shm_free(h);
+}
+
+/*
+ * A consumer killed between its claim and its release, deterministically:
+ * its receive buffer is a PROT_NONE page, so the copy out after the claim
+ * faults, and the parent kills it in its SIGSEGV handler.  The message's
+ * slot is left READY behind head; the producer that needs it a lap later
+ * retires it (one loss), and every other message arrives once, in order.
+ * The victim waits on an empty queue first, with get (batch 1) or
+ * get_many (batch 8), so that its claim is the one that copies after
+ * claiming.
+ */
+#define HELD_TRIES 12
+#define HELD_CAP 8
+
+static int
+held_victim(void *arg)
+{
+	struct hole *h = arg;
+	struct sigaction sa = { .sa_handler = hole_segv };
+	long pg = sysconf(_SC_PAGESIZE);
+	void *none = mmap(NULL, (size_t)pg, PROT_NONE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	size_t lens[8];
+
+	T_CHECK(none != MAP_FAILED);
+	/* A backstop: never outlive a parent that failed before its kill. */
+	alarm(30);
+	hole_ready = &h->ready;
+	T_CHECK(sigaction(SIGSEGV, &sa, NULL) == 0);
+	if (h->n == 1)
+		mp_queue_get(h->q, none, sizeof(struct hmsg), MP_SEC(10));
+	else
+		mp_queue_get_many(h->q, none, sizeof(struct hmsg), lens, h->n,
+				  MP_SEC(10));
+	return T_FAIL;
+}
+
+T_TEST(queue, a_consumer_killed_holding_a_claim_is_retired_a_lap_later)
+{
+	struct hole *h = mp_shm_alloc(sizeof(*h));
+	struct hmsg m;
+	int64_t t0, worst = 0;
+
+	cr_assert_not_null(h);
+	cr_assert_eq(mp_queue_new(&h->q, HELD_CAP, sizeof(struct hmsg)), 0);
+	for (uint32_t t = 0; t < HELD_TRIES; t++) {
+		uint64_t lost = mp_queue_lost(h->q);
+		bool waited, faulted;
+		pid_t v;
+		int put;
+
+		h->tag = t;
+		h->n = t & 1 ? 8 : 1;
+		t_sync_init(&h->ready);
+		v = t_spawn(held_victim, h);
+		waited = t_wait_futex_sleep(v, 10000);
+		m = (struct hmsg){ t, 1000 };
+		put = mp_queue_put(h->q, &m, sizeof(m), MP_NOWAIT);
+		faulted = waited && t_sync_wait(&h->ready, 10000) == 0;
+		/* Killed before any assertion: never left behind. */
+		kill(v, SIGKILL);
+		cr_assert(waited, "try %u: the victim never waited", t);
+		cr_assert_eq(put, 0);
+		cr_assert(faulted, "try %u: the victim did not fault", t);
+		cr_assert_eq(t_wait_status(v, 10000), -SIGKILL);
+		t_sync_fini(&h->ready);
+		/* Claimed by the dead: the queue looks empty. */
+		cr_assert_eq(mp_queue_get(h->q, &m, sizeof(m), MP_NOWAIT),
+			     -EAGAIN);
+		/* A lap of puts: the last needs the dead one's slot. */
+		t0 = t_now();
+		for (uint32_t i = 0; i < HELD_CAP; i++) {
+			m = (struct hmsg){ t, i };
+			cr_assert_eq(mp_queue_put(h->q, &m, sizeof(m),
+						  MP_MSEC(T_MS(3000))), 0,
+				     "try %u: put %u wedged", t, i);
+		}
+		if (t_now() - t0 > worst)
+			worst = t_now() - t0;
+		cr_assert_eq(mp_queue_lost(h->q), lost + 1,
+			     "try %u: lost %llu -> %llu", t,
+			     (unsigned long long)lost,
+			     (unsigned long long)mp_queue_lost(h->q));
+		for (uint32_t i = 0; i < HELD_CAP; i++) {
+			cr_assert_eq(mp_queue_get(h->q, &m, sizeof(m),
+						  MP_NOWAIT), sizeof(m));
+			cr_assert(m.tag == t && m.idx == i,
+				  "try %u: got (%u, %u), want %u", t, m.tag,
+				  m.idx, i);
+		}
+		cr_assert(mp_queue_empty(h->q));
+	}
+	cr_log_info("%d held slots, slowest retired in %.1f ms", HELD_TRIES,
+		    (double)worst / 1e6);
+	mp_queue_free(h->q);
+	mp_shm_free(h);
 }
