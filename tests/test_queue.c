@@ -893,12 +893,33 @@ kill_consumer(void *arg)
 	return T_PASS;
 }
 
+/*
+ * Kill kills incarnations of victim in turn, each at a random moment up
+ * to max_us after its fork; *inc tells each one its number (1..kills).
+ */
+static void
+kill_at_random(int (*fn)(void *), void *arg, int *inc, int kills,
+	       unsigned max_us)
+{
+	unsigned seed = (unsigned)t_now();
+
+	for (int i = 1; i <= kills; i++) {
+		*inc = i;
+		pid_t v = t_spawn(fn, arg);
+		int64_t until = t_now() + (rand_r(&seed) % max_us) * 1000;
+
+		while (t_now() < until)
+			;
+		kill(v, SIGKILL);
+		cr_assert_eq(t_wait_status(v, 10000), -SIGKILL);
+	}
+}
+
 T_TEST(queue, producer_sigkilled_a_thousand_times_survivors_finish,
      .timeout = 120)
 {
 	struct killrun *k = mp_shm_alloc(sizeof(*k));
 	pid_t c1, c2, st;
-	unsigned seed = (unsigned)t_now();
 	int64_t t0 = t_now();
 
 	cr_assert_not_null(k);
@@ -906,16 +927,7 @@ T_TEST(queue, producer_sigkilled_a_thousand_times_survivors_finish,
 	c1 = t_spawn(kill_consumer, k);
 	c2 = t_spawn(kill_consumer, k);
 	st = t_spawn(steady, k);
-	for (int i = 1; i <= KILLS; i++) {
-		k->inc = i;
-		pid_t v = t_spawn(victim, k);
-		/* A random moment: 0..2 ms after the fork. */
-		int64_t until = t_now() + (rand_r(&seed) % 2000) * 1000;
-		while (t_now() < until)
-			;
-		kill(v, SIGKILL);
-		cr_assert_eq(t_wait_status(v, 10000), -SIGKILL);
-	}
+	kill_at_random(victim, k, &k->inc, KILLS, 2000);
 	cr_assert_eq(t_wait_status(st, 100000), T_PASS);
 	mp_queue_close(k->q);
 	cr_assert_eq(t_wait_status(c1, 100000), T_PASS);
@@ -1282,7 +1294,6 @@ T_TEST(queue, put_many_producers_sigkilled_mid_run_lose_nothing_acked,
 	struct pmrun *k = mp_shm_alloc(sizeof(*k));
 	struct pmcons ca[2];
 	pid_t c[2], st;
-	unsigned seed = (unsigned)t_now();
 	int64_t t0 = t_now();
 
 	cr_assert_not_null(k);
@@ -1292,16 +1303,7 @@ T_TEST(queue, put_many_producers_sigkilled_mid_run_lose_nothing_acked,
 		c[i] = t_spawn(pm_consumer, &ca[i]);
 	}
 	st = t_spawn(pm_steady, k);
-	for (int i = 1; i <= PM_KILLS; i++) {
-		k->inc = i;
-		pid_t v = t_spawn(pm_victim, k);
-		/* A random moment: 0..3 ms after the fork. */
-		int64_t until = t_now() + (rand_r(&seed) % 3000) * 1000;
-		while (t_now() < until)
-			;
-		kill(v, SIGKILL);
-		cr_assert_eq(t_wait_status(v, 10000), -SIGKILL);
-	}
+	kill_at_random(pm_victim, k, &k->inc, PM_KILLS, 3000);
 	cr_assert_eq(t_wait_status(st, 60000), T_PASS);
 	mp_queue_close(k->q);
 	for (int i = 0; i < 2; i++)
@@ -1428,7 +1430,6 @@ T_TEST(queue, get_many_consumers_sigkilled_never_duplicate_or_wedge,
      .timeout = 120)
 {
 	struct gmrun *k = mp_shm_alloc(sizeof(*k));
-	unsigned seed = (unsigned)t_now() ^ 0x5bd1e995u;
 	uint64_t produced, missing = 0, dups = 0;
 	int64_t t0 = t_now();
 	pid_t sv, pr;
@@ -1437,15 +1438,7 @@ T_TEST(queue, get_many_consumers_sigkilled_never_duplicate_or_wedge,
 	cr_assert_eq(mp_queue_new(&k->q, 64, sizeof(struct gmmsg)), 0);
 	sv = t_spawn(gm_survivor, k);
 	pr = t_spawn(gm_producer, k);
-	for (int i = 1; i <= GM_KILLS; i++) {
-		k->inc = i;
-		pid_t v = t_spawn(gm_victim, k);
-		int64_t until = t_now() + (rand_r(&seed) % 3000) * 1000;
-		while (t_now() < until)
-			;
-		kill(v, SIGKILL);
-		cr_assert_eq(t_wait_status(v, 10000), -SIGKILL);
-	}
+	kill_at_random(gm_victim, k, &k->inc, GM_KILLS, 3000);
 	atomic_store(&k->stop, 1);
 	cr_assert_eq(t_wait_status(pr, 30000), T_PASS, "the producer wedged");
 	mp_queue_close(k->q);
