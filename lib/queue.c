@@ -1591,7 +1591,6 @@ int
 mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 {
 	uint32_t tid, saw = 0;
-	struct qshm *s;
 	struct slot *sl;
 	struct qrec *r;
 	uint64_t t;
@@ -1607,12 +1606,17 @@ mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 		goto general;
 	tid = (uint32_t)mp__cached_tid;
 	if (MP__UNLIKELY(!valid(q) || len > q->msg_max ||
-			 (msg == NULL && len != 0) ||
 			 !MP__TIMEOUT_OK(timeout_ns)))
 		goto general;
-	s = q->s;
+	/* Apart from the rest: a NULL msg is rare, so this is one branch. */
+	if (MP__UNLIKELY(msg == NULL) && len != 0)
+		goto general;
+	/*
+	 * No look at closed before the claim: put_try looks after it, and
+	 * a put into a closed queue only costs a retired position.
+	 */
 	r = rec_cached(q, tid);
-	if (MP__UNLIKELY(r == NULL || ck_pr_load_32(&s->closed) != 0))
+	if (MP__UNLIKELY(r == NULL))
 		goto general;
 	rc = put_try(q, r, &t, &sl, &saw);
 	if (MP__UNLIKELY(rc == 0))
@@ -1895,11 +1899,12 @@ mp_queue_get(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 	 * for queues of small messages: the length is known only once the
 	 * slot is read, and a longer message would pay for both paths.
 	 */
-	if (q == NULL || q->magic != QUEUE_MAGIC || q->msg_max > SMALL_MAX)
-		goto general;
 	tid = (uint32_t)mp__cached_tid;
-	if (MP__UNLIKELY(!valid(q) || (buf == NULL && cap != 0) ||
-			 !MP__TIMEOUT_OK(timeout_ns)))
+	if (MP__UNLIKELY(!valid(q)) || q->msg_max > SMALL_MAX ||
+	    MP__UNLIKELY(!MP__TIMEOUT_OK(timeout_ns)))
+		goto general;
+	/* As in mp_queue_put: one branch for a rare NULL. */
+	if (MP__UNLIKELY(buf == NULL) && cap != 0)
 		goto general;
 	r = rec_cached(q, tid);
 	if (MP__UNLIKELY(r == NULL ||
