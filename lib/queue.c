@@ -1612,11 +1612,11 @@ mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 	if (MP__UNLIKELY(msg == NULL) && len != 0)
 		goto general;
 	/*
-	 * No look at closed before the claim: put_try looks after it, and
-	 * a put into a closed queue only costs a retired position.
+	 * closed is looked at before the claim too, so that a put into a
+	 * closed queue leaves no retired position behind for qsize to count.
 	 */
 	r = rec_cached(q, tid);
-	if (MP__UNLIKELY(r == NULL))
+	if (MP__UNLIKELY(r == NULL || ck_pr_load_32(&q->s->closed) != 0))
 		goto general;
 	rc = put_try(q, r, &t, &sl, &saw);
 	if (MP__UNLIKELY(rc == 0))

@@ -289,9 +289,12 @@ T_TEST(queue, close_fails_puts_and_drains_gets)
 	mp_queue_close(q);
 	mp_queue_close(q);
 	cr_assert(mp_queue_is_closed(q));
+	cr_assert_eq(mp_queue_qsize(q), 2);
 	cr_assert_eq(mp_queue_put(q, "cd", 2, MP_NOWAIT), -EPIPE);
 	cr_assert_eq(mp_queue_put(q, "cd", 2, MP_FOREVER), -EPIPE);
 	cr_assert_eq(mp_queue_reserve(q, &m, MP_FOREVER) == -EPIPE, 1);
+	/* A refused put leaves nothing behind, not even a retired slot. */
+	cr_assert_eq(mp_queue_qsize(q), 2);
 	/* A reservation made before the close may still be committed. */
 	cr_assert_eq(mp_queue_get(q, buf, 8, MP_NOWAIT), 2);
 	memcpy(m, "ef", 2);
