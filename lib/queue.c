@@ -1487,21 +1487,7 @@ mp_queue_put_many(mp_queue *q, const void *const msgs[], const size_t lens[],
 	while (i < n) {
 		uint32_t want = n - i < RUN_MAX ? (uint32_t)(n - i) : RUN_MAX;
 
-		if (want == 1) {
-			struct slot *sl;
-
-			rc = put_try(q, r, &t, &sl, &saw);
-			if (MP__UNLIKELY(rc == PUT_CLOSED)) {
-				retire_run(q, t, 1);
-				rc = -EPIPE;
-				break;
-			}
-			got = 1;
-			if (rc == 0)
-				rc = claim_put(q, r, want, &t, &got, &b, &saw);
-		} else {
-			rc = claim_put(q, r, want, &t, &got, &b, &saw);
-		}
+		rc = claim_put(q, r, want, &t, &got, &b, &saw);
 		if (rc == 0) {
 			/* Wake consumers for what we published, then wait. */
 			wake_if(&q->s->get, saw);
@@ -1510,14 +1496,7 @@ mp_queue_put_many(mp_queue *q, const void *const msgs[], const size_t lens[],
 		}
 		if (rc < 0)
 			break;
-		if (got > 1)
-			put_run(q, t, got, msgs + i, lens + i);
-		else {
-			struct slot *sl = slot_at(q, t);
-
-			copy_msg(slot_data(q, sl), msgs[i], lens[i]);
-			publish(q, sl, t, lens[i], false);
-		}
+		put_run(q, t, got, msgs + i, lens + i);
 		i += got;
 	}
 	wake_if(&q->s->get, saw);
