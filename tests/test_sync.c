@@ -746,60 +746,6 @@ sem_sleeper(void *arg)
 	return T_PASS;
 }
 
-/*
- * A sleeper killed in a semaphore's acquire leaves its count behind; the
- * count heals two sleep slices (2 x 200 ms) later, and releases then stay
- * out of the kernel (the Barrier shares the mechanism).
- */
-T_TEST(sync, sem_release_stays_out_of_the_kernel_after_a_sleeper_is_killed)
-{
-	struct shared *s = shared_new(0);
-	unsigned long w0;
-	pid_t pid;
-
-	cr_assert_eq(mp_sem_new(&s->sem, 0), 0);
-	/* Nobody asleep: releases stay out of it. */
-	w0 = wakes();
-	for (int i = 0; i < 10; i++) {
-		cr_assert_eq(mp_sem_release(s->sem), 0);
-		cr_assert_eq(mp_sem_acquire(s->sem, MP_NOWAIT), 0);
-	}
-	cr_assert_eq(wakes() - w0, 0);
-	/* A sleeper killed in its sleep... */
-	pid = t_spawn(sem_sleeper, s);
-	cr_assert(t_wait_futex_sleep(pid, T_MS(10000)));
-	kill(pid, SIGKILL);
-	cr_assert_eq(t_wait_status(pid, 10000), -SIGKILL);
-	/* ...is still counted at first: a release enters the kernel. */
-	w0 = wakes();
-	cr_assert_eq(mp_sem_release(s->sem), 0);
-	cr_assert_eq(mp_sem_acquire(s->sem, MP_NOWAIT), 0);
-	cr_assert_eq(wakes() - w0, 1);
-	/* Two slices later a futile wake clears the count... */
-	usleep(450 * 1000);
-	w0 = wakes();
-	cr_assert_eq(mp_sem_release(s->sem), 0);
-	cr_assert_eq(mp_sem_acquire(s->sem, MP_NOWAIT), 0);
-	cr_assert_eq(wakes() - w0, 1);
-	/* ...and later releases stay out of the kernel. */
-	w0 = wakes();
-	for (int i = 0; i < 100; i++) {
-		cr_assert_eq(mp_sem_release(s->sem), 0);
-		cr_assert_eq(mp_sem_acquire(s->sem, MP_NOWAIT), 0);
-	}
-	cr_assert_eq(wakes() - w0, 0, "%lu futex wakes in 100 releases",
-		     wakes() - w0);
-	/* A live sleeper is still woken by the release, at once. */
-	pid = t_spawn(sem_sleeper, s);
-	cr_assert(t_wait_futex_sleep(pid, T_MS(10000)));
-	w0 = wakes();
-	cr_assert_eq(mp_sem_release(s->sem), 0);
-	cr_assert_eq(wakes() - w0, 1);
-	t_wait_exit(pid, 0);
-	mp_sem_free(s->sem);
-	mp_shm_free(s);
-}
-
 static int
 event_sleeper(void *arg)
 {
@@ -809,53 +755,124 @@ event_sleeper(void *arg)
 	return T_PASS;
 }
 
-T_TEST(sync, event_set_stays_out_of_the_kernel_after_a_sleeper_is_killed)
+/* A release of s->sem: what may have to wake a sleeper. */
+static void
+sem_release(struct shared *s)
 {
-	struct shared *s = shared_new(0);
-	unsigned long w0;
-	pid_t pid;
+	cr_assert_eq(mp_sem_release(s->sem), 0);
+}
 
-	cr_assert_eq(mp_event_new(&s->event), 0);
-	/* A set that has a sleeper to wake enters the kernel once. */
-	pid = t_spawn(event_sleeper, s);
-	cr_assert(t_wait_futex_sleep(pid, T_MS(10000)));
-	w0 = wakes();
+/* A release, taken back: the semaphore is as it was. */
+static void
+sem_cycle(struct shared *s)
+{
+	sem_release(s);
+	cr_assert_eq(mp_sem_acquire(s->sem, MP_NOWAIT), 0);
+}
+
+/* A set of s->event: what may have to wake a sleeper. */
+static void
+event_set(struct shared *s)
+{
 	cr_assert_eq(mp_event_set(s->event), 0);
-	cr_assert_eq(wakes() - w0, 1);
-	t_wait_exit(pid, 0);
+}
+
+/* A set, cleared again. */
+static void
+event_cycle(struct shared *s)
+{
+	event_set(s);
 	cr_assert_eq(mp_event_clear(s->event), 0);
-	/* Nobody asleep: sets stay out of it. */
-	w0 = wakes();
-	for (int i = 0; i < 10; i++) {
-		cr_assert_eq(mp_event_set(s->event), 0);
-		cr_assert_eq(mp_event_clear(s->event), 0);
-	}
-	cr_assert_eq(wakes() - w0, 0);
-	/* A sleeper killed in its sleep leaves its mark... */
-	pid = t_spawn(event_sleeper, s);
+}
+
+/* The FUTEX_WAKE calls made by n cycles. */
+static unsigned long
+wakes_in(void (*cycle)(struct shared *), struct shared *s, int n)
+{
+	unsigned long w0 = wakes();
+
+	for (int i = 0; i < n; i++)
+		cycle(s);
+	return wakes() - w0;
+}
+
+/* Start sleeper, wait until it sleeps in the kernel, and kill it there. */
+static void
+kill_a_sleeper(int (*sleeper)(void *), struct shared *s)
+{
+	pid_t pid = t_spawn(sleeper, s);
+
 	cr_assert(t_wait_futex_sleep(pid, T_MS(10000)));
 	kill(pid, SIGKILL);
 	cr_assert_eq(t_wait_status(pid, 10000), -SIGKILL);
-	/* ...which the next set clears, with one futile wake... */
-	w0 = wakes();
-	cr_assert_eq(mp_event_set(s->event), 0);
-	cr_assert_eq(wakes() - w0, 1);
-	cr_assert_eq(mp_event_clear(s->event), 0);
-	/* ...and later sets no longer enter the kernel. */
-	w0 = wakes();
-	for (int i = 0; i < 100; i++) {
-		cr_assert_eq(mp_event_set(s->event), 0);
-		cr_assert_eq(mp_event_clear(s->event), 0);
-	}
-	cr_assert_eq(wakes() - w0, 0, "%lu futex wakes in 100 sets",
-		     wakes() - w0);
-	/* A live sleeper is still woken by the set, not by its slice. */
-	pid = t_spawn(event_sleeper, s);
+}
+
+/*
+ * Start sleeper, and once it sleeps, count the FUTEX_WAKE calls that one
+ * wake makes; the sleeper must then return.
+ */
+static unsigned long
+wakes_for_a_live_sleeper(int (*sleeper)(void *),
+			 void (*wake)(struct shared *), struct shared *s)
+{
+	pid_t pid = t_spawn(sleeper, s);
+	unsigned long n;
+
 	cr_assert(t_wait_futex_sleep(pid, T_MS(10000)));
-	w0 = wakes();
-	cr_assert_eq(mp_event_set(s->event), 0);
-	cr_assert_eq(wakes() - w0, 1);
+	n = wakes_in(wake, s, 1);
 	t_wait_exit(pid, 0);
+	return n;
+}
+
+/*
+ * A sleeper killed in a semaphore's acquire leaves its count behind; the
+ * count heals two sleep slices (2 x 200 ms) later, and releases then stay
+ * out of the kernel (the Barrier shares the mechanism).
+ */
+T_TEST(sync, sem_release_stays_out_of_the_kernel_after_a_sleeper_is_killed)
+{
+	struct shared *s = shared_new(0);
+	unsigned long n;
+
+	cr_assert_eq(mp_sem_new(&s->sem, 0), 0);
+	/* Nobody asleep: releases stay out of it. */
+	cr_assert_eq(wakes_in(sem_cycle, s, 10), 0);
+	/* A sleeper killed in its sleep... */
+	kill_a_sleeper(sem_sleeper, s);
+	/* ...is still counted at first: a release enters the kernel. */
+	cr_assert_eq(wakes_in(sem_cycle, s, 1), 1);
+	/* Two slices later a futile wake clears the count... */
+	usleep(450 * 1000);
+	cr_assert_eq(wakes_in(sem_cycle, s, 1), 1);
+	/* ...and later releases stay out of the kernel. */
+	n = wakes_in(sem_cycle, s, 100);
+	cr_assert_eq(n, 0, "%lu futex wakes in 100 releases", n);
+	/* A live sleeper is still woken by the release, at once. */
+	cr_assert_eq(wakes_for_a_live_sleeper(sem_sleeper, sem_release, s), 1);
+	mp_sem_free(s->sem);
+	mp_shm_free(s);
+}
+
+T_TEST(sync, event_set_stays_out_of_the_kernel_after_a_sleeper_is_killed)
+{
+	struct shared *s = shared_new(0);
+	unsigned long n;
+
+	cr_assert_eq(mp_event_new(&s->event), 0);
+	/* A set that has a sleeper to wake enters the kernel once. */
+	cr_assert_eq(wakes_for_a_live_sleeper(event_sleeper, event_set, s), 1);
+	cr_assert_eq(mp_event_clear(s->event), 0);
+	/* Nobody asleep: sets stay out of it. */
+	cr_assert_eq(wakes_in(event_cycle, s, 10), 0);
+	/* A sleeper killed in its sleep leaves its mark... */
+	kill_a_sleeper(event_sleeper, s);
+	/* ...which the next set clears, with one futile wake... */
+	cr_assert_eq(wakes_in(event_cycle, s, 1), 1);
+	/* ...and later sets no longer enter the kernel. */
+	n = wakes_in(event_cycle, s, 100);
+	cr_assert_eq(n, 0, "%lu futex wakes in 100 sets", n);
+	/* A live sleeper is still woken by the set, not by its slice. */
+	cr_assert_eq(wakes_for_a_live_sleeper(event_sleeper, event_set, s), 1);
 	mp_event_free(s->event);
 	mp_shm_free(s);
 }
