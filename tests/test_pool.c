@@ -16,6 +16,7 @@
 #include <mproc.h>
 
 #include "tests/helpers.h"
+#include "tests/pool_tasks.h"
 
 T_SUITE(pool);
 
@@ -42,19 +43,6 @@ shared_fini(void)
 {
 	mp_shm_free(sh);
 	sh = NULL;
-}
-
-static ssize_t
-square(const void *in, size_t len, void *out, size_t cap)
-{
-	long v;
-
-	if (len != sizeof(v) || cap < sizeof(v))
-		return -EINVAL;
-	memcpy(&v, in, sizeof(v));
-	v = v * v + 1;
-	memcpy(out, &v, sizeof(v));
-	return sizeof(v);
 }
 
 /* Counts its runs; items 300 and 500 fail with distinct codes. */

@@ -23,6 +23,7 @@
 #include <mproc.h>
 
 #include "tests/tsan/tsan.h"
+#include "tests/pool_tasks.h"
 
 /* Words shared with the workers. */
 struct shared {
@@ -31,19 +32,6 @@ struct shared {
 	_Atomic int blocked_pid; /* the last block_task's worker */
 };
 static struct shared *sh;
-
-static ssize_t
-square(const void *in, size_t len, void *out, size_t cap)
-{
-	long v;
-
-	if (len != sizeof(v) || cap < sizeof(v))
-		return -EINVAL;
-	memcpy(&v, in, sizeof(v));
-	v = v * v + 1;
-	memcpy(out, &v, sizeof(v));
-	return sizeof(v);
-}
 
 /* Odd items fail with -(1000 + v); even ones square. */
 static ssize_t
