@@ -349,13 +349,25 @@ struct mp_queue {
 	unsigned char *slots;
 	size_t maplen;
 	uint64_t cap;		/* maxsize: slots in the ring */
-	uint64_t mask;		/* cap - 1 when cap is a power of two */
+	uint64_t mask;		/* cap - 1 when cap is a power of two, else 0 */
 	bool pow2;
 	size_t msg_max;
 	size_t slot_size;
 	size_t data_off;	/* where a slot's bytes start */
 	bool len_inline;	/* the length is in the READY word */
-	/* The record last used here, tid << 32 | index (see rec_of). */
+	/*
+	 * The leaf paths' limits, exclusive: a leaf put takes len <
+	 * put_lim, a leaf get a message of len < get_lim.  0 for a queue
+	 * the leaves cannot serve (a ring that is not a power of two, a
+	 * length not in the word; for gets, a msg_max above SMALL_MAX), so
+	 * that one compare of the length also tests the queue's geometry.
+	 */
+	size_t put_lim;
+	size_t get_lim;
+	/*
+	 * The record last used here: tid << 32 | its offset from s (see
+	 * rec_of).
+	 */
 	uint64_t rec_hint;
 	/* The claimed slot last seen blocking a MP_NOWAIT call here. */
 	struct stall nowait_stall;
@@ -464,6 +476,25 @@ static inline unsigned char *
 slot_data(const struct mp_queue *q, struct slot *sl)
 {
 	return (unsigned char *)sl + q->data_off;
+}
+
+/*
+ * slot_at and slot_data for the leaf paths, which serve only rings of a
+ * power-of-two length with the length in the word (see put_lim), so test
+ * neither.  In any other ring mask is 0 and this is slot 0: a get leaf
+ * reads its word, a harmless load, before its compare of the length with
+ * get_lim (0 there) sends the call down the general path.
+ */
+static inline struct slot *
+slot_leaf(const struct mp_queue *q, uint64_t pos)
+{
+	return (struct slot *)(q->slots + (pos & q->mask) * q->slot_size);
+}
+
+static inline unsigned char *
+leaf_data(struct slot *sl)
+{
+	return (unsigned char *)sl + DATA_OFF_INLINE;
 }
 
 /* The READY word of a message of len bytes at pos. */
@@ -835,12 +866,12 @@ found:
  * otherwise (see rec_of).
  */
 static inline struct qrec *
-rec_cached(const struct mp_queue *q, uint32_t tid)
+rec_cached(const struct mp_queue *q, struct qshm *s, uint32_t tid)
 {
 	uint64_t hint = ck_pr_load_64(&q->rec_hint);
 
 	if (MP__LIKELY((uint32_t)(hint >> 32) == tid))
-		return &q->s->rec[(uint32_t)hint % QREC_N];
+		return (struct qrec *)((char *)s + (uint32_t)hint);
 	return NULL;
 }
 
@@ -855,7 +886,7 @@ rec_cached(const struct mp_queue *q, uint32_t tid)
 static struct qrec *
 rec_of(struct mp_queue *q, uint32_t tid)
 {
-	struct qrec *r = rec_cached(q, tid);
+	struct qrec *r = rec_cached(q, q->s, tid);
 	const struct rcache *c;
 
 	if (r != NULL)
@@ -866,9 +897,9 @@ rec_of(struct mp_queue *q, uint32_t tid)
 		r = &q->s->rec[c->idx % QREC_N];
 	else if ((r = rec_attach(q, tid)) == NULL)
 		return NULL;
-	/* One word: sharing threads never pair one tid with another index. */
+	/* One word: sharing threads never pair one tid with another record. */
 	ck_pr_store_64(&q->rec_hint,
-		       (uint64_t)tid << 32 | (uint32_t)(r - q->s->rec));
+		       (uint64_t)tid << 32 | (uint32_t)((char *)r - (char *)q->s));
 	return r;
 }
 
@@ -1092,18 +1123,18 @@ claim_get(struct mp_queue *q, struct qrec *r, size_t cap, uint64_t *pos,
 
 /*
  * The common case of claim_put, inline: the slot at the tail is free.
+ * leaf: called by a leaf path, for a queue it serves (see put_lim).
  * Returns 1 (claimed t: *out, *saw or-ed), 0 (not at once: take the
  * walk), PUT_CLOSED (claimed t, then found the queue closed: the caller
  * retires it, so that this stays free of calls).
  */
 #define PUT_CLOSED 2
 static inline int
-put_try(struct mp_queue *q, struct qrec *r, uint64_t *tp, struct slot **out,
-	uint32_t *saw)
+put_try(struct mp_queue *q, struct qshm *s, struct qrec *r, bool leaf,
+	uint64_t *tp, struct slot **out, uint32_t *saw)
 {
-	struct qshm *s = q->s;
 	uint64_t t = ck_pr_load_64(&s->tail);
-	struct slot *sl = slot_at(q, t);
+	struct slot *sl = leaf ? slot_leaf(q, t) : slot_at(q, t);
 
 	if (MP__UNLIKELY(ck_pr_load_64(&sl->word) != free_word(t)))
 		return 0;
@@ -1126,23 +1157,26 @@ put_try(struct mp_queue *q, struct qrec *r, uint64_t *tp, struct slot **out,
  * The common case of claim_get, inline: the slot at the head is ready and
  * fits.  The word carries the length, checked against the caller's buffer
  * before claiming (a message too long stays queued), and a corrupt length
- * is refused before anything is claimed.  Returns true when claimed (*hp,
- * *out, *lenp set, *saw or-ed); false: take the walk.
+ * is refused before anything is claimed.  leaf: as in put_try; the
+ * compare with get_lim then is the corrupt-length check, and refuses
+ * queues the leaf does not serve.  Returns true when claimed (*hp, *out,
+ * *lenp set, *saw or-ed); false: take the walk.
  */
 static inline bool
-get_try(struct mp_queue *q, struct qrec *r, size_t cap, uint64_t *hp,
-	struct slot **out, size_t *lenp, uint32_t *saw)
+get_try(struct mp_queue *q, struct qshm *s, struct qrec *r, bool leaf,
+	size_t cap, uint64_t *hp, struct slot **out, size_t *lenp,
+	uint32_t *saw)
 {
-	struct qshm *s = q->s;
 	uint64_t h = ck_pr_load_64(&s->head);
-	struct slot *sl = slot_at(q, h);
+	struct slot *sl = leaf ? slot_leaf(q, h) : slot_at(q, h);
 	uint64_t w = ck_pr_load_64(&sl->word);
 	size_t len;
 
 	if (MP__UNLIKELY((w & ~(uint64_t)W_TID_MASK) != mkw(h, ST_READY, 0)))
 		return false;
-	len = ready_len(q, sl, w);
-	if (MP__UNLIKELY(len > cap || len > q->msg_max))
+	len = leaf ? (size_t)(w & W_TID_MASK) : ready_len(q, sl, w);
+	if (MP__UNLIKELY(len > cap ||
+			 (leaf ? len >= q->get_lim : len > q->msg_max)))
 		return false;
 	ck_pr_store_64(&r->get, intent(h, 1));
 	if (MP__UNLIKELY(!ck_pr_cas_64(&s->head, h, h + 1))) {
@@ -1314,13 +1348,21 @@ handle_init(struct mp_queue *q, void *base, size_t len, size_t maxsize,
 	q->maplen = len;
 	q->cap = maxsize;
 	q->pow2 = (maxsize & (maxsize - 1)) == 0;
-	q->mask = maxsize - 1;
+	/* 0 otherwise: see slot_leaf. */
+	q->mask = q->pow2 ? maxsize - 1 : 0;
 	q->msg_max = msg_max;
 	q->slot_size = slot_size;
 	/* No task has tid 2^32 - 1: the hint matches no one yet. */
 	q->rec_hint = ~(uint64_t)0;
 	q->data_off = data_off(msg_max);
 	q->len_inline = msg_max <= INLINE_LEN_MAX;
+	q->put_lim = 0;
+	q->get_lim = 0;
+	if (q->pow2 && q->len_inline) {
+		q->put_lim = (msg_max < SMALL_MAX ? msg_max : SMALL_MAX) + 1;
+		if (msg_max <= SMALL_MAX)
+			q->get_lim = msg_max + 1;
+	}
 }
 
 int
@@ -1535,7 +1577,7 @@ put_general(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 		goto slow;
 	if ((r = rec_of(q, (uint32_t)mp__tid())) == NULL)
 		goto slow;
-	rc = put_try(q, r, &t, &sl, &saw);
+	rc = put_try(q, s, r, false, &t, &sl, &saw);
 	if (MP__UNLIKELY(rc == PUT_CLOSED)) {
 		retire_run(q, t, 1);
 		return -EPIPE;
@@ -1569,7 +1611,8 @@ put_closed(mp_queue *q, uint64_t t)
 int
 mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 {
-	uint32_t tid, saw = 0;
+	uint32_t saw = 0;
+	struct qshm *s;
 	struct slot *sl;
 	struct qrec *r;
 	uint64_t t;
@@ -1579,31 +1622,36 @@ mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 	 * The fast path, for a small message and a slot free at once, is a
 	 * leaf: every call it may make is a tail call (to put_general for
 	 * anything else, to put_done and put_closed for the rare ends), so
-	 * that it saves no registers.
+	 * that it saves no registers.  Its checks are valid()'s and the
+	 * arguments'; put_lim folds len <= msg_max, len <= SMALL_MAX and
+	 * the ring's geometry into one compare, and a NULL msg, rare, goes
+	 * to put_general whatever its length.
 	 */
-	if (len > SMALL_MAX)
+	if (MP__UNLIKELY(q == NULL || q->magic != QUEUE_MAGIC))
 		goto general;
-	tid = (uint32_t)mp__cached_tid;
-	if (MP__UNLIKELY(!valid(q) || len > q->msg_max ||
+	s = q->s;
+	if (MP__UNLIKELY(s->hdr.magic != QUEUE_SHM_MAGIC ||
+			 s->hdr.version != MP__LAYOUT_VERSION))
+		goto general;
+	if (MP__UNLIKELY(len >= q->put_lim || msg == NULL ||
 			 !MP__TIMEOUT_OK(timeout_ns)))
-		goto general;
-	/* Apart from the rest: a NULL msg is rare, so this is one branch. */
-	if (MP__UNLIKELY(msg == NULL) && len != 0)
 		goto general;
 	/*
 	 * closed is looked at before the claim too, so that a put into a
 	 * closed queue leaves no retired position behind for qsize to count.
 	 */
-	r = rec_cached(q, tid);
-	if (MP__UNLIKELY(r == NULL || ck_pr_load_32(&q->s->closed) != 0))
+	r = rec_cached(q, s, (uint32_t)mp__cached_tid);
+	if (MP__UNLIKELY(r == NULL || ck_pr_load_32(&s->closed) != 0))
 		goto general;
-	rc = put_try(q, r, &t, &sl, &saw);
+	rc = put_try(q, s, r, true, &t, &sl, &saw);
 	if (MP__UNLIKELY(rc == 0))
 		goto general;
 	if (MP__UNLIKELY(rc == PUT_CLOSED))
 		return put_closed(q, t);
-	copy_small(slot_data(q, sl), msg, len);
-	publish(q, sl, t, len, false);
+	copy_small(leaf_data(sl), msg, len);
+	/* publish(), knowing that the length rides in the word. */
+	ck_pr_fence_store();
+	ck_pr_store_64(&sl->word, mkw(t, ST_READY, (uint32_t)len));
 	if (MP__UNLIKELY(saw != 0))
 		return put_done(q, saw);
 	return 0;
@@ -1798,7 +1846,7 @@ mp_queue_get_many(mp_queue *q, void *buf, size_t cap, size_t lens[],
 	i = n > 1 ? get_run(q, r, buf, cap, lens, n, &saw) : 0;
 	if (i == 0) {
 		/* The first message, waited for as a get does. */
-		rc = get_try(q, r, cap, &h, &sl, &len, &saw) ? 1 :
+		rc = get_try(q, q->s, r, false, cap, &h, &sl, &len, &saw) ? 1 :
 			claim_get(q, r, cap, &h, &sl, &len, &b, &saw);
 		if (rc == 0)
 			rc = get_claim_wait(q, r, &wt, cap, &h, &sl, &len,
@@ -1846,7 +1894,8 @@ get_general(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 		goto slow;
 	if ((r = rec_of(q, (uint32_t)mp__tid())) == NULL)
 		goto slow;
-	if (MP__UNLIKELY(!get_try(q, r, cap, &h, &sl, &len, &saw)))
+	if (MP__UNLIKELY(!get_try(q, q->s, r, false, cap, &h, &sl, &len,
+				  &saw)))
 		goto slow;
 	copy_msg(buf, slot_data(q, sl), len);
 	release_pos(q, sl, h);
@@ -1867,29 +1916,31 @@ get_done(mp_queue *q, uint32_t saw, size_t len)
 ssize_t
 mp_queue_get(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 {
-	uint32_t tid, saw = 0;
+	uint32_t saw = 0;
+	struct qshm *s;
 	struct slot *sl;
 	struct qrec *r;
 	uint64_t h;
 	size_t len;
 
 	/*
-	 * The fast path, a leaf as in mp_queue_put.  Only
-	 * for queues of small messages: the length is known only once the
-	 * slot is read, and a longer message would pay for both paths.
+	 * The fast path, a leaf as in mp_queue_put, only for queues of
+	 * small messages (get_lim): the length is known only once the slot
+	 * is read, and a longer message would pay for both paths.
 	 */
-	tid = (uint32_t)mp__cached_tid;
-	if (MP__UNLIKELY(!valid(q)) || q->msg_max > SMALL_MAX ||
-	    MP__UNLIKELY(!MP__TIMEOUT_OK(timeout_ns)))
+	if (MP__UNLIKELY(q == NULL || q->magic != QUEUE_MAGIC))
 		goto general;
-	/* As in mp_queue_put: one branch for a rare NULL. */
-	if (MP__UNLIKELY(buf == NULL) && cap != 0)
+	s = q->s;
+	if (MP__UNLIKELY(s->hdr.magic != QUEUE_SHM_MAGIC ||
+			 s->hdr.version != MP__LAYOUT_VERSION))
 		goto general;
-	r = rec_cached(q, tid);
+	if (MP__UNLIKELY(buf == NULL || !MP__TIMEOUT_OK(timeout_ns)))
+		goto general;
+	r = rec_cached(q, s, (uint32_t)mp__cached_tid);
 	if (MP__UNLIKELY(r == NULL ||
-			 !get_try(q, r, cap, &h, &sl, &len, &saw)))
+			 !get_try(q, s, r, true, cap, &h, &sl, &len, &saw)))
 		goto general;
-	copy_small(buf, slot_data(q, sl), len);
+	copy_small(buf, leaf_data(sl), len);
 	release_pos(q, sl, h);
 	if (MP__UNLIKELY(saw != 0))
 		return get_done(q, saw, len);
