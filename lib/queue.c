@@ -71,11 +71,15 @@
  * first retires whatever the dead one's intents left stuck (rec_heal); so
  * does a task that finds its own tid in a record (an earlier task with the
  * same id): at the start of a call a task holds no index claim, so a stuck
- * position its record declares cannot be its own.  With QREC_N live tasks
- * holding records, a call returns -EUSERS.  The handle remembers the last
- * record used through it and each thread its records in a small cache,
- * both checked against the record's owner (a forked child has another
- * tid), so a call usually finds its record without a probe.
+ * position its record declares cannot be its own.  mp_queue_free hands
+ * the calling task's record back: its intents cleared, its owner set to
+ * QREC_FREE, which probes pass like an owned record and newcomers take
+ * like an unused one.  With QREC_N live tasks holding records, a call
+ * returns -EUSERS.  The handle remembers the last record used through it
+ * and each thread its records in a small cache, both checked against the
+ * record's owner (a forked child has another tid; the record may have
+ * been handed back through another handle), so a call usually finds its
+ * record without a probe.
  *
  * Put at t = tail: slot(t) = (t, FREE): declare t, CAS tail; (seq < t):
  * the previous lap still holds the slot: full; anything else: tail moved
@@ -261,6 +265,8 @@
 
 /* Claim records: tasks that may use one queue at the same time. */
 #define QREC_N 256u
+/* A record's owner once handed back (rec_release): no tid is this large. */
+#define QREC_FREE UINT32_MAX
 /* Positions one claim of put_many may take with one CAS. */
 #define RUN_MAX 32u
 /* An intent packs pos << IT_RUN_BITS | run length (1..RUN_MAX). */
@@ -282,7 +288,7 @@ struct side {
  * owner (and, once the owner is dead, by whoever repairs or takes it).
  */
 struct qrec {
-	uint32_t tid;		/* the owner; 0: never used */
+	uint32_t tid;		/* the owner; 0: never used; QREC_FREE */
 	uint32_t pad;
 	uint64_t put;		/* intent: pos << IT_RUN_BITS | n; 0: none */
 	uint64_t get;
@@ -694,7 +700,7 @@ live_cover(struct mp_queue *q, int side, uint64_t x, const struct qrec *skip,
 		if (!covers(it, x))
 			continue;
 		tid = ck_pr_load_32(&r->tid);
-		if (tid == 0)
+		if (tid == 0 || tid == QREC_FREE)
 			continue;
 		if (mp__task_alive((pid_t)tid))
 			return true;
@@ -821,8 +827,9 @@ static __thread struct rcache rec_cache[RCACHE_N] MP__TLS_IE;
 /*
  * Find or take the calling task's record.  Records are never given back
  * to 0, so a task's own record lies before the first unused one on its
- * probe path; a record whose owner died is taken over after its claims
- * are healed.  NULL: QREC_N live tasks hold them all.
+ * probe path; a record handed back (QREC_FREE) is taken as it is, one
+ * whose owner died after its claims are healed.  NULL: QREC_N live tasks
+ * hold them all.
  */
 static MP__COLD struct qrec *
 rec_attach(struct mp_queue *q, uint32_t tid)
@@ -846,9 +853,10 @@ rec_attach(struct mp_queue *q, uint32_t tid)
 		idx = (h + i) % QREC_N;
 		r = &s->rec[idx];
 		t = ck_pr_load_32(&r->tid);
-		if (t == 0 && ck_pr_cas_32(&r->tid, 0, tid))
+		if ((t == 0 || t == QREC_FREE) && ck_pr_cas_32(&r->tid, t, tid))
 			goto found;
-		if (t != 0 && t != tid && !mp__task_alive((pid_t)t) &&
+		if (t != 0 && t != QREC_FREE && t != tid &&
+		    !mp__task_alive((pid_t)t) &&
 		    ck_pr_cas_32(&r->tid, t, tid)) {
 			rec_heal(q, r);
 			goto found;
@@ -863,15 +871,20 @@ found:
 
 /*
  * The calling task's record, if it is the one the handle remembers; NULL
- * otherwise (see rec_of).
+ * otherwise (see rec_of).  The record's owner is checked too: the record
+ * may have been handed back through another handle of this process
+ * (rec_release) and taken since.  It is our own line, so the look is a
+ * hit.
  */
 static inline struct qrec *
 rec_cached(const struct mp_queue *q, struct qshm *s, uint32_t tid)
 {
 	uint64_t hint = ck_pr_load_64(&q->rec_hint);
+	struct qrec *r = (struct qrec *)((char *)s + (uint32_t)hint);
 
-	if (MP__LIKELY((uint32_t)(hint >> 32) == tid))
-		return (struct qrec *)((char *)s + (uint32_t)hint);
+	if (MP__LIKELY((uint32_t)(hint >> 32) == tid &&
+		       ck_pr_load_32(&r->tid) == tid))
+		return r;
 	return NULL;
 }
 
@@ -903,6 +916,44 @@ rec_of(struct mp_queue *q, uint32_t tid)
 	return r;
 }
 
+
+/*
+ * Hand the calling task's record back (mp_queue_free), so that tasks
+ * that used a queue once and live on do not keep QREC_N records from
+ * others.  Only the caller's own: between calls it holds no claim;
+ * another thread of this process may be inside a call through another
+ * handle, and keeps its record.  A record with our tid that an earlier
+ * task of the same id left is healed first, as rec_attach would (for our
+ * own, whose intents are published or released, that finds nothing).
+ * The intents are cleared before the owner, so a record marked free
+ * declares nothing; a handle that still names the record sees the owner
+ * changed (rec_cached).  Killed half way, the record is left to a dead
+ * owner, and taken over as any other.
+ */
+static void
+rec_release(struct mp_queue *q, uint32_t tid)
+{
+	struct qshm *s = q->s;
+	struct rcache *c = &rec_cache[RCACHE_SLOT(s)];
+	uint32_t h = tid % QREC_N, t;
+
+	for (uint32_t i = 0; i < QREC_N; i++) {
+		struct qrec *r = &s->rec[(h + i) % QREC_N];
+
+		t = ck_pr_load_32(&r->tid);
+		if (t == 0)
+			break;
+		if (t != tid)
+			continue;
+		rec_heal(q, r);
+		/* Scans read the intent, then the owner. */
+		ck_pr_fence_store();
+		ck_pr_store_32(&r->tid, QREC_FREE);
+		break;
+	}
+	if (c->s == s)
+		c->s = NULL;
+}
 
 /*
  * Called while blocked: once the same claimed word has blocked this
@@ -1352,8 +1403,11 @@ handle_init(struct mp_queue *q, void *base, size_t len, size_t maxsize,
 	q->mask = q->pow2 ? maxsize - 1 : 0;
 	q->msg_max = msg_max;
 	q->slot_size = slot_size;
-	/* No task has tid 2^32 - 1: the hint matches no one yet. */
-	q->rec_hint = ~(uint64_t)0;
+	/*
+	 * No task has tid 2^32 - 1: the hint matches no one yet (its offset
+	 * 0 stays inside the mapping all the same).
+	 */
+	q->rec_hint = (uint64_t)UINT32_MAX << 32;
 	q->data_off = data_off(msg_max);
 	q->len_inline = msg_max <= INLINE_LEN_MAX;
 	q->put_lim = 0;
@@ -1439,6 +1493,8 @@ mp_queue_free(mp_queue *q)
 	 */
 	if (q == NULL || q->magic != QUEUE_MAGIC)
 		return;
+	if (valid(q))
+		rec_release(q, (uint32_t)mp__tid());
 	q->magic = 0;
 	mp__region_unmap(q->s, q->maplen);
 	mp__handle_free(q, sizeof(*q));

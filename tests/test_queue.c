@@ -2014,3 +2014,155 @@ T_TEST(queue, a_consumer_killed_holding_a_claim_is_retired_a_lap_later)
 	mp_queue_free(h->q);
 	mp_shm_free(h);
 }
+
+/*
+ * mp_queue_free hands the caller's claim record back.  More processes
+ * than there are records each put once, free their handle and stay
+ * alive: every put succeeds (without the hand-back the 257th was
+ * -EUSERS), and every message is there once.
+ */
+#define HB_PROCS 300
+
+struct handback {
+	mp_queue *q;
+	int ready_r;
+	int ready_w;
+	int release_r;
+	int release_w;
+	uint32_t id;
+	bool free;	/* free the handle after the put */
+};
+
+/*
+ * A child: put its id, free the handle if asked, tell the parent, and
+ * stay alive until the parent lets go (a dead owner's record is free
+ * anyway).
+ */
+static int
+hb_child(void *arg)
+{
+	struct handback *h = arg;
+	int rc;
+	char c;
+
+	close(h->release_w);
+	rc = mp_queue_put(h->q, &h->id, sizeof(h->id), MP_NOWAIT);
+	if (h->free)
+		mp_queue_free(h->q);
+	T_CHECK(write(h->ready_w, &(char){ rc == 0 }, 1) == 1);
+	T_CHECK(read(h->release_r, &c, 1) == 0);
+	return rc == 0 ? T_PASS : T_FAIL;
+}
+
+/* Spawn n hb_child with h (ids counting from 0), and wait for each. */
+static void
+hb_spawn(struct handback *h, pid_t *pids, int n)
+{
+	int ready[2], release[2], ok = 0;
+	char c;
+
+	cr_assert_eq(pipe(ready), 0);
+	cr_assert_eq(pipe(release), 0);
+	h->ready_r = ready[0];
+	h->ready_w = ready[1];
+	h->release_r = release[0];
+	h->release_w = release[1];
+	for (int i = 0; i < n; i++) {
+		h->id = (uint32_t)i;
+		pids[i] = t_spawn(hb_child, h);
+		cr_assert_gt(pids[i], 0);
+	}
+	for (int i = 0; i < n; i++) {
+		cr_assert_eq(read(h->ready_r, &c, 1), 1);
+		ok += c;
+	}
+	cr_assert_eq(ok, n, "%d of %d children's puts failed", n - ok, n);
+}
+
+/* Let hb_spawn's children go, and check that each passed. */
+static void
+hb_release(struct handback *h, const pid_t *pids, int n)
+{
+	close(h->release_w);
+	for (int i = 0; i < n; i++)
+		t_wait_exit(pids[i], T_PASS);
+	close(h->release_r);
+	close(h->ready_r);
+	close(h->ready_w);
+}
+
+/* Drain n ids 0..n-1, each once, in any order; then the queue is empty. */
+static void
+hb_drain(mp_queue *q, int n)
+{
+	bool *got = calloc((size_t)n, sizeof(*got));
+	uint32_t v;
+
+	cr_assert_not_null(got);
+	for (int i = 0; i < n; i++) {
+		cr_assert_eq(mp_queue_get(q, &v, sizeof(v), MP_NOWAIT),
+			     sizeof(v));
+		cr_assert_lt(v, (uint32_t)n);
+		cr_assert_not(got[v], "%u twice", v);
+		got[v] = true;
+	}
+	cr_assert(mp_queue_empty(q));
+	free(got);
+}
+
+T_TEST(queue, free_hands_back_the_record_of_a_process_that_lives_on,
+     .timeout = 60)
+{
+	static pid_t pids[HB_PROCS];
+	struct handback h;
+
+	cr_assert_eq(mp_queue_new(&h.q, 512, sizeof(uint32_t)), 0);
+	h.free = true;
+	hb_spawn(&h, pids, HB_PROCS);
+	cr_assert_eq(mp_queue_qsize(h.q), HB_PROCS);
+	hb_drain(h.q, HB_PROCS);
+	cr_assert_eq(mp_queue_lost(h.q), 0);
+	hb_release(&h, pids, HB_PROCS);
+	mp_queue_free(h.q);
+}
+
+/*
+ * A record handed back through one handle is not used through another
+ * handle of the same queue that remembered it.  Two handles (the manager
+ * hands out one per open) share this thread's record; the first is
+ * freed; 256 processes then take every record, the handed-back one among
+ * them.  A put through the second handle must now find no record of its
+ * own (-EUSERS), not write its claims into a live child's record; once
+ * the children are gone it takes one of theirs.
+ */
+T_TEST(queue, a_record_handed_back_is_not_used_through_another_handle,
+     .timeout = 60)
+{
+	static pid_t pids[EU_HOLDERS];
+	struct handback h;
+	mp_manager *m;
+	mp_queue *q1;
+	uint32_t v = EU_HOLDERS;
+
+	cr_assert_eq(mp_manager_start(&m, NULL), 0);
+	cr_assert_eq(mp_manager_queue(m, "Q", 512, sizeof(uint32_t), &q1), 0);
+	cr_assert_eq(mp_manager_queue(m, "Q", 512, sizeof(uint32_t), &h.q),
+		     0);
+	cr_assert_eq(mp_queue_put(q1, &v, sizeof(v), MP_NOWAIT), 0);
+	cr_assert_eq(mp_queue_get(h.q, &v, sizeof(v), MP_NOWAIT), sizeof(v));
+	cr_assert_eq(v, EU_HOLDERS);
+	mp_queue_free(q1);
+
+	h.free = false;
+	hb_spawn(&h, pids, EU_HOLDERS);
+	cr_assert_eq(mp_queue_put(h.q, &v, sizeof(v), MP_NOWAIT), -EUSERS);
+	cr_assert_eq(mp_queue_get(h.q, &v, sizeof(v), MP_NOWAIT), -EUSERS);
+	cr_assert_eq(mp_queue_qsize(h.q), EU_HOLDERS);
+
+	hb_release(&h, pids, EU_HOLDERS);
+	hb_drain(h.q, EU_HOLDERS);
+	cr_assert_eq(mp_queue_lost(h.q), 0);
+	mp_queue_free(h.q);
+	cr_assert_eq(mp_manager_shutdown(m), 0);
+	mp_manager_free(m);
+}

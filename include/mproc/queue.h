@@ -35,7 +35,8 @@ MP_API int mp_queue_new(mp_queue **q, size_t maxsize, size_t msg_max);
  * never lost to the caller's later death.
  * Returns 0, -EAGAIN (full, MP_NOWAIT), -ETIMEDOUT, -EPIPE (closed),
  * -EMSGSIZE (len > msg_max), -EINVAL, -EUSERS (256 other live threads
- * use the queue), MP_ECORRUPT (the ring's shared memory was written over).
+ * hold the queue's claim records: a thread holds one from its first put
+ * or get until it exits or calls mp_queue_free), MP_ECORRUPT (the ring's shared memory was written over).
  */
 MP_API int mp_queue_put(mp_queue *q, const void *msg, size_t len,
 			int64_t timeout_ns);
@@ -151,8 +152,11 @@ MP_API int mp_queue_task_done(mp_queue *q);
 MP_API int mp_queue_join(mp_queue *q, int64_t timeout_ns);
 
 /*
- * Release this process's share: its mapping and handle.  Other processes
- * keep using the queue.  Accepts NULL; the handle is invalid afterwards.
+ * Release this process's share: its mapping and handle, and the calling
+ * thread's claim record (see -EUSERS; a later call of the thread through
+ * another handle of the queue takes one again).  Other processes keep
+ * using the queue.
+ * Accepts NULL; the handle is invalid afterwards.
  */
 MP_API void mp_queue_free(mp_queue *q);
 
