@@ -137,21 +137,22 @@ T_TEST(queue, new_reports_emfile_and_enomem)
 }
 
 /*
- * Every length from 0 to 40 bytes arrives exact, through both the small
- * messages' inline copy (msg_max 16) and the general path (msg_max 64),
+ * Every length from 0 to 80 bytes arrives exact, through the inline copy
+ * of the fast paths (up to 64 bytes, in rings of 8 slots) and through
+ * the general path (longer messages, and every message in a ring of 7),
  * and nothing past the length is written in the caller's buffer.
  */
 T_TEST(queue, every_small_length_is_copied_exactly)
 {
-	static const size_t maxes[] = { 16, 64 };
-	unsigned char in[64], out[64 + 8];
+	static const size_t maxes[] = { 16, 64, 128 };
+	unsigned char in[80], out[128 + 8];
 	mp_queue *q;
 
-	for (size_t k = 0; k < 2; k++) {
-		size_t mx = maxes[k];
+	for (size_t k = 0; k < 6; k++) {
+		size_t mx = maxes[k % 3];
 
-		cr_assert_eq(mp_queue_new(&q, 8, mx), 0);
-		for (size_t len = 0; len <= mx && len <= 40; len++) {
+		cr_assert_eq(mp_queue_new(&q, k < 3 ? 8 : 7, mx), 0);
+		for (size_t len = 0; len <= mx && len <= sizeof(in); len++) {
 			for (size_t i = 0; i < len; i++)
 				in[i] = (unsigned char)(len * 31 + i * 7 + 1);
 			cr_assert_eq(mp_queue_put(q, len ? in : NULL, len,
