@@ -362,14 +362,12 @@ struct mp_queue {
 	size_t data_off;	/* where a slot's bytes start */
 	bool len_inline;	/* the length is in the READY word */
 	/*
-	 * The leaf paths' limits, exclusive: a leaf put takes len <
-	 * put_lim, a leaf get a message of len < get_lim.  0 for a queue
+	 * The leaf paths' limit, exclusive: msg_max + 1, or 0 for a queue
 	 * the leaves cannot serve (a ring that is not a power of two, a
-	 * length not in the word), so that one compare of the length also
-	 * tests the queue's geometry.
+	 * length not in the word), so that one compare of a length checks
+	 * it against msg_max and tests the queue's geometry too.
 	 */
-	size_t put_lim;
-	size_t get_lim;
+	size_t leaf_lim;
 	/*
 	 * The record last used here: tid << 32 | its offset from s (see
 	 * rec_of).
@@ -486,10 +484,10 @@ slot_data(const struct mp_queue *q, struct slot *sl)
 
 /*
  * slot_at and slot_data for the leaf paths, which serve only rings of a
- * power-of-two length with the length in the word (see put_lim), so test
+ * power-of-two length with the length in the word (see leaf_lim), so test
  * neither.  In any other ring mask is 0 and this is slot 0: a get leaf
  * reads its word, a harmless load, before its compare of the length with
- * get_lim (0 there) sends the call down the general path.
+ * leaf_lim (0 there) sends the call down the general path.
  */
 static inline struct slot *
 slot_leaf(const struct mp_queue *q, uint64_t pos)
@@ -542,29 +540,29 @@ copy16(unsigned char *d, const unsigned char *p)
 	memcpy(d, &a, 16);
 }
 
+/* 17 to SMALL_MAX bytes. */
 static inline void
-copy_small(void *dst, const void *src, size_t n)
+copy_mid(unsigned char *d, const unsigned char *p, size_t n)
 {
-	unsigned char *d = dst;
-	const unsigned char *p = src;
+	copy16(d, p);
+	if (n > 32) {
+		copy16(d + 16, p + 16);
+		copy16(d + n - 32, p + n - 32);
+	}
+	copy16(d + n - 16, p + n - 16);
+}
 
-	/* The commonest sizes, 8 to 16, after one more compare than before. */
+/* 0 to 16 bytes, the commonest sizes. */
+static inline void
+copy_upto16(unsigned char *d, const unsigned char *p, size_t n)
+{
 	if (n >= 8) {
-		if (MP__UNLIKELY(n > 16)) {
-			copy16(d, p);
-			if (n > 32) {
-				copy16(d + 16, p + 16);
-				copy16(d + n - 32, p + n - 32);
-			}
-			copy16(d + n - 16, p + n - 16);
-		} else {
-			uint64_t a, b;
+		uint64_t a, b;
 
-			memcpy(&a, p, 8);
-			memcpy(&b, p + n - 8, 8);
-			memcpy(d, &a, 8);
-			memcpy(d + n - 8, &b, 8);
-		}
+		memcpy(&a, p, 8);
+		memcpy(&b, p + n - 8, 8);
+		memcpy(d, &a, 8);
+		memcpy(d + n - 8, &b, 8);
 	} else if (n >= 4) {
 		uint32_t a, b;
 
@@ -577,6 +575,15 @@ copy_small(void *dst, const void *src, size_t n)
 		d[n / 2] = p[n / 2];
 		d[n - 1] = p[n - 1];
 	}
+}
+
+static inline void
+copy_small(void *dst, const void *src, size_t n)
+{
+	if (MP__UNLIKELY(n > 16))
+		copy_mid(dst, src, n);
+	else
+		copy_upto16(dst, src, n);
 }
 
 /* Copy a message in or out (dst and src may be NULL when n is 0). */
@@ -1194,7 +1201,7 @@ claim_get(struct mp_queue *q, struct qrec *r, size_t cap, uint64_t *pos,
 
 /*
  * The common case of claim_put, inline: the slot at the tail is free.
- * leaf: called by a leaf path, for a queue it serves (see put_lim).
+ * leaf: called by a leaf path, for a queue it serves (see leaf_lim).
  * Returns 1 (claimed t: *out, *saw or-ed), 0 (not at once: take the
  * walk), PUT_CLOSED (claimed t, then found the queue closed: the caller
  * retires it, so that this stays free of calls).
@@ -1228,10 +1235,9 @@ put_try(struct mp_queue *q, struct qshm *s, struct qrec *r, bool leaf,
  * The common case of claim_get, inline: the slot at the head is ready and
  * fits.  The word carries the length, checked against the caller's buffer
  * before claiming (a message too long stays queued), and a corrupt length
- * is refused before anything is claimed.  leaf: as in put_try; the
- * compare with get_lim then refuses messages longer than the leaf
- * copies, corrupt lengths among them, and queues it does not serve.  Returns true when claimed (*hp, *out,
- * *lenp set, *saw or-ed); false: take the walk.
+ * is refused before anything is claimed.  leaf: as in put_try (the
+ * compare with leaf_lim is then the corrupt-length check).  Returns true
+ * when claimed (*hp, *out, *lenp set, *saw or-ed); false: take the walk.
  */
 static inline bool
 get_try(struct mp_queue *q, struct qshm *s, struct qrec *r, bool leaf,
@@ -1247,7 +1253,7 @@ get_try(struct mp_queue *q, struct qshm *s, struct qrec *r, bool leaf,
 		return false;
 	len = leaf ? (size_t)(w & W_TID_MASK) : ready_len(q, sl, w);
 	if (MP__UNLIKELY(len > cap ||
-			 (leaf ? len >= q->get_lim : len > q->msg_max)))
+			 (leaf ? len >= q->leaf_lim : len > q->msg_max)))
 		return false;
 	ck_pr_store_64(&r->get, intent(h, 1));
 	if (MP__UNLIKELY(!ck_pr_cas_64(&s->head, h, h + 1))) {
@@ -1430,12 +1436,7 @@ handle_init(struct mp_queue *q, void *base, size_t len, size_t maxsize,
 	q->rec_hint = (uint64_t)UINT32_MAX << 32;
 	q->data_off = data_off(msg_max);
 	q->len_inline = msg_max <= INLINE_LEN_MAX;
-	q->put_lim = 0;
-	q->get_lim = 0;
-	if (q->pow2 && q->len_inline) {
-		q->put_lim = (msg_max < SMALL_MAX ? msg_max : SMALL_MAX) + 1;
-		q->get_lim = q->put_lim;
-	}
+	q->leaf_lim = q->pow2 && q->len_inline ? msg_max + 1 : 0;
 }
 
 int
@@ -1683,6 +1684,21 @@ put_closed(mp_queue *q, uint64_t t)
 	return -EPIPE;
 }
 
+/*
+ * The rest of a leaf put of a message longer than SMALL_MAX, in a slot it
+ * has claimed: a tail call, so that the leaf itself calls nothing.
+ */
+static MP__NOINLINE int
+put_finish(mp_queue *q, struct slot *sl, uint64_t t, const void *msg,
+	   size_t len, uint32_t saw)
+{
+	memcpy(leaf_data(sl), msg, len);
+	ck_pr_fence_store();
+	ck_pr_store_64(&sl->word, mkw(t, ST_READY, (uint32_t)len));
+	wake_if(&q->s->get, saw);
+	return 0;
+}
+
 int
 mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 {
@@ -1694,13 +1710,13 @@ mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 	int rc;
 
 	/*
-	 * The fast path, for a small message and a slot free at once, is a
-	 * leaf: every call it may make is a tail call (to put_general for
-	 * anything else, to put_done and put_closed for the rare ends), so
-	 * that it saves no registers.  Its checks are valid()'s and the
-	 * arguments'; put_lim folds len <= msg_max, len <= SMALL_MAX and
-	 * the ring's geometry into one compare, and a NULL msg, rare, goes
-	 * to put_general whatever its length.
+	 * The fast path, for a slot free at once, is a leaf: every call it
+	 * may make is a tail call (to put_general for anything else, to
+	 * put_finish to copy a message longer than SMALL_MAX, to put_done
+	 * and put_closed for the rare ends), so that it saves no registers.
+	 * Its checks are valid()'s and the arguments'; leaf_lim folds len <=
+	 * msg_max and the ring's geometry into one compare, and a NULL msg,
+	 * rare, goes to put_general whatever its length.
 	 */
 	if (MP__UNLIKELY(q == NULL || q->magic != QUEUE_MAGIC))
 		goto general;
@@ -1708,7 +1724,7 @@ mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 	if (MP__UNLIKELY(s->hdr.magic != QUEUE_SHM_MAGIC ||
 			 s->hdr.version != MP__LAYOUT_VERSION))
 		goto general;
-	if (MP__UNLIKELY(len >= q->put_lim || msg == NULL ||
+	if (MP__UNLIKELY(len >= q->leaf_lim || msg == NULL ||
 			 !MP__TIMEOUT_OK(timeout_ns)))
 		goto general;
 	/*
@@ -1723,7 +1739,13 @@ mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 		goto general;
 	if (MP__UNLIKELY(rc == PUT_CLOSED))
 		return put_closed(q, t);
-	copy_small(leaf_data(sl), msg, len);
+	if (MP__UNLIKELY(len > 16)) {
+		if (len > SMALL_MAX)
+			return put_finish(q, sl, t, msg, len, saw);
+		copy_mid(leaf_data(sl), msg, len);
+	} else {
+		copy_upto16(leaf_data(sl), msg, len);
+	}
 	/* publish(), knowing that the length rides in the word. */
 	ck_pr_fence_store();
 	ck_pr_store_64(&sl->word, mkw(t, ST_READY, (uint32_t)len));
@@ -1988,6 +2010,17 @@ get_done(mp_queue *q, uint32_t saw, size_t len)
 	return (ssize_t)len;
 }
 
+/* The rest of a leaf get of a message longer than SMALL_MAX, as put_finish. */
+static MP__NOINLINE ssize_t
+get_finish(mp_queue *q, struct slot *sl, uint64_t h, void *buf, size_t len,
+	   uint32_t saw)
+{
+	memcpy(buf, leaf_data(sl), len);
+	release_pos(q, sl, h);
+	wake_if(&q->s->put, saw);
+	return (ssize_t)len;
+}
+
 ssize_t
 mp_queue_get(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 {
@@ -1999,10 +2032,8 @@ mp_queue_get(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 	size_t len;
 
 	/*
-	 * The fast path, a leaf as in mp_queue_put, for messages of up to
-	 * SMALL_MAX bytes (get_lim).  The length is known only once the slot
-	 * is read, so a longer message pays for a look here too (about 40
-	 * instructions, beside a copy of more than 64 bytes).
+	 * The fast path, a leaf as in mp_queue_put (get_finish copies a
+	 * message longer than SMALL_MAX).
 	 */
 	if (MP__UNLIKELY(q == NULL || q->magic != QUEUE_MAGIC))
 		goto general;
@@ -2016,7 +2047,13 @@ mp_queue_get(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 	if (MP__UNLIKELY(r == NULL ||
 			 !get_try(q, s, r, true, cap, &h, &sl, &len, &saw)))
 		goto general;
-	copy_small(buf, leaf_data(sl), len);
+	if (MP__UNLIKELY(len > 16)) {
+		if (len > SMALL_MAX)
+			return get_finish(q, sl, h, buf, len, saw);
+		copy_mid(buf, leaf_data(sl), len);
+	} else {
+		copy_upto16(buf, leaf_data(sl), len);
+	}
 	release_pos(q, sl, h);
 	if (MP__UNLIKELY(saw != 0))
 		return get_done(q, saw, len);
