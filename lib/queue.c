@@ -368,11 +368,8 @@ struct mp_queue {
 	 * it against msg_max and tests the queue's geometry too.
 	 */
 	size_t leaf_lim;
-	/*
-	 * The record last used here: tid << 32 | its offset from s (see
-	 * rec_of).
-	 */
-	uint64_t rec_hint;
+	/* The record last used here (see rec_cached), or &no_rec. */
+	struct qrec *rec_hint;
 	/* The claimed slot last seen blocking a MP_NOWAIT call here. */
 	struct stall nowait_stall;
 };
@@ -896,21 +893,26 @@ found:
 	return r;
 }
 
+/* What a new handle's hint names: a record no task owns or takes. */
+static const struct qrec no_rec = { .tid = QREC_FREE };
+
 /*
  * The calling task's record, if it is the one the handle remembers; NULL
- * otherwise (see rec_of).  The record's owner is checked too: the record
- * may have been handed back through another handle of this process
- * (rec_release) and taken since.  It is our own line, so the look is a
- * hit.
+ * otherwise (see rec_of).  A record whose owner is the caller is the
+ * caller's, however the hint came to name it: the hint of a handle copied
+ * into a forked child names the parent's record, and a record may have
+ * been handed back through another handle (rec_release) and taken since;
+ * either way, its owner is another.  A hinted record's owner is never 0
+ * (records never go back to 0, and no_rec is QREC_FREE), so a thread
+ * whose tid is not cached yet (0) misses too.  The record is our own
+ * line: the look is a hit.
  */
 static inline struct qrec *
-rec_cached(const struct mp_queue *q, struct qshm *s, uint32_t tid)
+rec_cached(const struct mp_queue *q, uint32_t tid)
 {
-	uint64_t hint = ck_pr_load_64(&q->rec_hint);
-	struct qrec *r = (struct qrec *)((char *)s + (uint32_t)hint);
+	struct qrec *r = ck_pr_load_ptr(&q->rec_hint);
 
-	if (MP__LIKELY((uint32_t)(hint >> 32) == tid &&
-		       ck_pr_load_32(&r->tid) == tid))
+	if (MP__LIKELY(ck_pr_load_32(&r->tid) == tid))
 		return r;
 	return NULL;
 }
@@ -926,7 +928,7 @@ rec_cached(const struct mp_queue *q, struct qshm *s, uint32_t tid)
 static struct qrec *
 rec_of(struct mp_queue *q, uint32_t tid)
 {
-	struct qrec *r = rec_cached(q, q->s, tid);
+	struct qrec *r = rec_cached(q, tid);
 	const struct rcache *c;
 
 	if (r != NULL)
@@ -937,9 +939,7 @@ rec_of(struct mp_queue *q, uint32_t tid)
 		r = &q->s->rec[c->idx % QREC_N];
 	else if ((r = rec_attach(q, tid)) == NULL)
 		return NULL;
-	/* One word: sharing threads never pair one tid with another record. */
-	ck_pr_store_64(&q->rec_hint,
-		       (uint64_t)tid << 32 | (uint32_t)((char *)r - (char *)q->s));
+	ck_pr_store_ptr(&q->rec_hint, r);
 	return r;
 }
 
@@ -1429,11 +1429,8 @@ handle_init(struct mp_queue *q, void *base, size_t len, size_t maxsize,
 	q->mask = q->pow2 ? maxsize - 1 : 0;
 	q->msg_max = msg_max;
 	q->slot_size = slot_size;
-	/*
-	 * No task has tid 2^32 - 1: the hint matches no one yet (its offset
-	 * 0 stays inside the mapping all the same).
-	 */
-	q->rec_hint = (uint64_t)UINT32_MAX << 32;
+	/* Never written: rec_cached returns no record but the caller's. */
+	q->rec_hint = (struct qrec *)&no_rec;
 	q->data_off = data_off(msg_max);
 	q->len_inline = msg_max <= INLINE_LEN_MAX;
 	q->leaf_lim = q->pow2 && q->len_inline ? msg_max + 1 : 0;
@@ -1731,7 +1728,7 @@ mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 	 * closed is looked at before the claim too, so that a put into a
 	 * closed queue leaves no retired position behind for qsize to count.
 	 */
-	r = rec_cached(q, s, (uint32_t)mp__cached_tid);
+	r = rec_cached(q, (uint32_t)mp__cached_tid);
 	if (MP__UNLIKELY(r == NULL || ck_pr_load_32(&s->closed) != 0))
 		goto general;
 	rc = put_try(q, s, r, true, &t, &sl, &saw);
@@ -2043,7 +2040,7 @@ mp_queue_get(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 		goto general;
 	if (MP__UNLIKELY(buf == NULL || !MP__TIMEOUT_OK(timeout_ns)))
 		goto general;
-	r = rec_cached(q, s, (uint32_t)mp__cached_tid);
+	r = rec_cached(q, (uint32_t)mp__cached_tid);
 	if (MP__UNLIKELY(r == NULL ||
 			 !get_try(q, s, r, true, cap, &h, &sl, &len, &saw)))
 		goto general;
