@@ -41,6 +41,17 @@ struct mpb_row {
 	bool baseline;		/* the row the group's ratios divide by */
 	bool higher_better;	/* ratio of ops (true) or of ns_op (false) */
 	double spread;		/* (max - min) / median of the repeats, 0: unknown */
+	/*
+	 * Optional (0: not given): the median of per-round ratios, each
+	 * taken between two measurements made back to back in one round,
+	 * and their extremes.  A suite whose host may change speed between
+	 * rounds gives them: a ratio of medians can then divide figures
+	 * from different states.  When set, the table, JSON and CSV show
+	 * it as the row's ratio (to the group's base row, or to what the
+	 * row's name says when the group has none).
+	 */
+	double ratio_rounds;
+	double ratio_min, ratio_max;
 };
 
 /* Add a row to the report. */
