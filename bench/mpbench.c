@@ -388,6 +388,17 @@ same_group(const struct mpb_row *a, const struct mpb_row *b)
 	       strcmp(a->name, b->name) == 0;
 }
 
+/* The group's (base) row, NULL when it has none. */
+static const struct mpb_row *
+group_base(const struct mpb_row *r)
+{
+	for (size_t i = 0; i < nrows; i++) {
+		if (rows[i].baseline && same_group(&rows[i], r))
+			return &rows[i];
+	}
+	return NULL;
+}
+
 /*
  * The row's speed relative to its group's baseline (>1: faster): the
  * suite's per-round ratio when it gave one, else the ratio of medians.
@@ -395,17 +406,15 @@ same_group(const struct mpb_row *a, const struct mpb_row *b)
 static double
 ratio(const struct mpb_row *r)
 {
+	const struct mpb_row *b;
+
 	if (r->ratio_rounds > 0)
 		return r->ratio_rounds;
-	for (size_t i = 0; i < nrows; i++) {
-		const struct mpb_row *b = &rows[i];
-		if (!b->baseline || !same_group(b, r))
-			continue;
-		if (r->higher_better)
-			return b->ops > 0 ? r->ops / b->ops : NAN;
-		return r->ns_op > 0 ? b->ns_op / r->ns_op : NAN;
-	}
-	return NAN;
+	if ((b = group_base(r)) == NULL)
+		return NAN;
+	if (r->higher_better)
+		return b->ops > 0 ? r->ops / b->ops : NAN;
+	return r->ns_op > 0 ? b->ns_op / r->ns_op : NAN;
 }
 
 static bool
@@ -443,9 +452,18 @@ vs_best(const struct mpb_row *r, const struct mpb_row **best)
 	}
 	if (*best == NULL)
 		return NAN;
-	/* The same figure as the ratio column when that is per round. */
+	/*
+	 * A per-round ratio: against the base row, the same figure as the
+	 * ratio column; in a group without one, the ratio is what the
+	 * group's name says (2P2C/1P1C), and a ratio of medians beside it
+	 * would read as a second answer to that.
+	 */
 	if (r->ratio_rounds > 0 && (*best)->baseline)
 		return r->ratio_rounds;
+	if (r->ratio_rounds > 0 && group_base(r) == NULL) {
+		*best = NULL;
+		return NAN;
+	}
 	return speed(r) / speed(*best);
 }
 
@@ -551,10 +569,13 @@ print_table(FILE *f)
 		"of its group.\n+-%%: spread of the repeats, (max - min) / "
 		"median.\n");
 	if (any_rounds)
-		fprintf(f, "ratio min..max: a ratio taken round by round (the "
-			"row and what it is compared with measured back to "
-			"back in each\nround) is the median of the rounds' "
-			"ratios; min..max are their extremes.\n");
+		fprintf(f, "ratio min..max: where a row's ratio is taken round "
+			"by round (the row and what it is compared\nwith "
+			"measured back to back), it is the median of the "
+			"rounds' ratios; min..max are their\nextremes.  In a "
+			"group without a (base) row, the ratio is what the "
+			"group's name says\n(scaling 2P2C/1P1C: the 2P2C rate "
+			"over the 1P1C rate of the same round).\n");
 	if (noisy > 0)
 		fprintf(f, "WARNING: %d rows spread more than %.0f%% between "
 			"repeats: this machine is too noisy for those figures "
