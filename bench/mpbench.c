@@ -131,8 +131,20 @@ mpb_pin(int nth, cpu_set_t *old)
 	cpu_set_t set, mine;
 	int seen = 0;
 
-	if (sched_getaffinity(0, sizeof(mine), &mine) < 0 ||
-	    CPU_COUNT(&mine) < 2)
+	if (sched_getaffinity(0, sizeof(mine), &mine) < 0)
+		return false;
+	/*
+	 * Under --pin every process is already on one CPU, the round-robin
+	 * one: a pair's two sides would share a CPU whenever the count of
+	 * forks so far is odd.  Its nth CPU is the nth that --pin found.
+	 */
+	if (pin_ctl != NULL && pin_ncpus >= 2) {
+		if (old != NULL)
+			*old = mine;
+		pin_cpu(pin_cpus[nth % pin_ncpus]);
+		return true;
+	}
+	if (CPU_COUNT(&mine) < 2)
 		return false;
 	if (old != NULL)
 		*old = mine;
