@@ -78,9 +78,10 @@ void mpb_register(struct mpb_suite *s);
 	}
 
 /*
- * Pin the caller to the nth CPU it may run on, saving its old mask in
- * *old when old is not NULL.  False (and nothing changed) when it may run
- * on fewer than two CPUs.  Two-process latency rows pin the two sides to
+ * Pin the caller to the nth CPU it may run on (under --pin: the nth CPU
+ * the harness started with), saving its old mask in *old when old is not
+ * NULL.  False (and nothing changed) when it may run on fewer than two
+ * CPUs.  Two-process latency rows pin the two sides to
  * CPUs 0 and 1 so that every mechanism crosses CPUs the same way; a
  * spinning pair left on one CPU measures the scheduler, not the mechanism.
  */
