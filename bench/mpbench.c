@@ -131,8 +131,20 @@ mpb_pin(int nth, cpu_set_t *old)
 	cpu_set_t set, mine;
 	int seen = 0;
 
-	if (sched_getaffinity(0, sizeof(mine), &mine) < 0 ||
-	    CPU_COUNT(&mine) < 2)
+	if (sched_getaffinity(0, sizeof(mine), &mine) < 0)
+		return false;
+	/*
+	 * Under --pin every process is already on one CPU, the round-robin
+	 * one: a pair's two sides would share a CPU whenever the count of
+	 * forks so far is odd.  Its nth CPU is the nth that --pin found.
+	 */
+	if (pin_ctl != NULL && pin_ncpus >= 2) {
+		if (old != NULL)
+			*old = mine;
+		pin_cpu(pin_cpus[nth % pin_ncpus]);
+		return true;
+	}
+	if (CPU_COUNT(&mine) < 2)
 		return false;
 	if (old != NULL)
 		*old = mine;
@@ -388,19 +400,33 @@ same_group(const struct mpb_row *a, const struct mpb_row *b)
 	       strcmp(a->name, b->name) == 0;
 }
 
-/* The row's speed relative to its group's baseline (>1: faster). */
+/* The group's (base) row, NULL when it has none. */
+static const struct mpb_row *
+group_base(const struct mpb_row *r)
+{
+	for (size_t i = 0; i < nrows; i++) {
+		if (rows[i].baseline && same_group(&rows[i], r))
+			return &rows[i];
+	}
+	return NULL;
+}
+
+/*
+ * The row's speed relative to its group's baseline (>1: faster): the
+ * suite's per-round ratio when it gave one, else the ratio of medians.
+ */
 static double
 ratio(const struct mpb_row *r)
 {
-	for (size_t i = 0; i < nrows; i++) {
-		const struct mpb_row *b = &rows[i];
-		if (!b->baseline || !same_group(b, r))
-			continue;
-		if (r->higher_better)
-			return b->ops > 0 ? r->ops / b->ops : NAN;
-		return r->ns_op > 0 ? b->ns_op / r->ns_op : NAN;
-	}
-	return NAN;
+	const struct mpb_row *b;
+
+	if (r->ratio_rounds > 0)
+		return r->ratio_rounds;
+	if ((b = group_base(r)) == NULL)
+		return NAN;
+	if (r->higher_better)
+		return b->ops > 0 ? r->ops / b->ops : NAN;
+	return r->ns_op > 0 ? b->ns_op / r->ns_op : NAN;
 }
 
 static bool
@@ -436,7 +462,21 @@ vs_best(const struct mpb_row *r, const struct mpb_row **best)
 		if (*best == NULL || speed(b) > speed(*best))
 			*best = b;
 	}
-	return *best ? speed(r) / speed(*best) : NAN;
+	if (*best == NULL)
+		return NAN;
+	/*
+	 * A per-round ratio: against the base row, the same figure as the
+	 * ratio column; in a group without one, the ratio is what the
+	 * group's name says (2P2C/1P1C), and a ratio of medians beside it
+	 * would read as a second answer to that.
+	 */
+	if (r->ratio_rounds > 0 && (*best)->baseline)
+		return r->ratio_rounds;
+	if (r->ratio_rounds > 0 && group_base(r) == NULL) {
+		*best = NULL;
+		return NAN;
+	}
+	return speed(r) / speed(*best);
 }
 
 static const char *
@@ -469,22 +509,37 @@ ns_str(double ns, char *buf, size_t len)
 	return buf;
 }
 
+/* Whether a suite gave per-round ratios: its table has their column. */
+static bool
+has_rounds(const char *suite)
+{
+	for (size_t i = 0; i < nrows; i++) {
+		if (rows[i].suite == suite && rows[i].ratio_rounds > 0)
+			return true;
+	}
+	return false;
+}
+
 static void
 print_table(FILE *f)
 {
 	const char *suite = NULL;
 	char a[32], b[32], c[32], d[32], e[32], g[32];
 	int noisy = 0;
+	bool rounds = false, any_rounds = false;
 
 	for (size_t i = 0; i < nrows; i++) {
 		const struct mpb_row *r = &rows[i];
 		if (r->suite != suite) {
 			suite = r->suite;
+			rounds = has_rounds(suite);
+			any_rounds |= rounds;
 			fprintf(f, "\n== %s\n%-28s %-18s %8s %9s %9s %9s %5s "
-				"%9s %9s %9s %7s  %s\n", suite, "workload", "impl",
-				"size", "ops/s", "MB/s", "per op", "+-%",
-				"p50", "p99", "p99.9", "ratio",
-				"vs best other");
+				"%9s %9s %9s %7s  %s%s\n", suite, "workload",
+				"impl", "size", "ops/s", "MB/s", "per op", "+-%",
+				"p50", "p99", "p99.9", "ratio", rounds ?
+				"vs best other           " : "vs best other",
+				rounds ? " ratio min..max" : "");
 		}
 		double q = ratio(r);
 		char rs[16];
@@ -505,6 +560,12 @@ print_table(FILE *f)
 		char bs[64] = "";
 		if (!isnan(vb))
 			snprintf(bs, sizeof(bs), "%.2fx %s", vb, best->impl);
+		if (rounds && r->ratio_rounds > 0) {
+			size_t l = strlen(bs);
+			snprintf(bs + l, sizeof(bs) - l, "%*s %.2f..%.2f",
+				 l < 24 ? (int)(24 - l) : 0, "", r->ratio_min,
+				 r->ratio_max);
+		}
 		fprintf(f, "%-28s %-18s %8zu %9s %9s %9s %5s %9s %9s %9s "
 			"%7s  %s\n", r->name, r->impl, r->size,
 			human(r->ops, a, sizeof(a)),
@@ -519,6 +580,14 @@ print_table(FILE *f)
 		"mproc row's speed relative to the fastest other mechanism "
 		"of its group.\n+-%%: spread of the repeats, (max - min) / "
 		"median.\n");
+	if (any_rounds)
+		fprintf(f, "ratio min..max: where a row's ratio is taken round "
+			"by round (the row and what it is compared\nwith "
+			"measured back to back), it is the median of the "
+			"rounds' ratios; min..max are their\nextremes.  In a "
+			"group without a (base) row, the ratio is what the "
+			"group's name says\n(scaling 2P2C/1P1C: the 2P2C rate "
+			"over the 1P1C rate of the same round).\n");
 	if (noisy > 0)
 		fprintf(f, "WARNING: %d rows spread more than %.0f%% between "
 			"repeats: this machine is too noisy for those figures "
@@ -587,6 +656,11 @@ write_json(const char *path, const struct mpb_opts *o)
 			fprintf(f, "null");
 		else
 			fprintf(f, "%.4g", q);
+		if (r->ratio_rounds > 0)
+			fprintf(f, ", \"ratio_min\": %.4g, \"ratio_max\": %.4g",
+				r->ratio_min, r->ratio_max);
+		else
+			fprintf(f, ", \"ratio_min\": null, \"ratio_max\": null");
 		const struct mpb_row *best;
 		double vb = vs_best(r, &best);
 		if (isnan(vb)) {
@@ -611,7 +685,8 @@ write_csv(const char *path)
 	if (f == NULL)
 		return -errno;
 	fprintf(f, "suite,workload,impl,size,ops_per_s,mb_per_s,ns_per_op,"
-		"p50_ns,p90_ns,p99_ns,p999_ns,max_ns,spread,baseline,ratio\n");
+		"p50_ns,p90_ns,p99_ns,p999_ns,max_ns,spread,baseline,ratio,"
+		"ratio_min,ratio_max\n");
 	for (size_t i = 0; i < nrows; i++) {
 		const struct mpb_row *r = &rows[i];
 		double q = ratio(r);
@@ -621,10 +696,12 @@ write_csv(const char *path)
 			finite_or_zero(r->mbps), finite_or_zero(r->ns_op),
 			r->lat.p50, r->lat.p90, r->lat.p99, r->lat.p999,
 			r->lat.max, r->spread, r->baseline);
-		if (isnan(q))
-			fprintf(f, "\n");
+		if (!isnan(q))
+			fprintf(f, "%.4g", q);
+		if (r->ratio_rounds > 0)
+			fprintf(f, ",%.4g,%.4g\n", r->ratio_min, r->ratio_max);
 		else
-			fprintf(f, "%.4g\n", q);
+			fprintf(f, ",,\n");
 	}
 	if (f != stdout && fclose(f) != 0)
 		return -errno;

@@ -41,6 +41,17 @@ struct mpb_row {
 	bool baseline;		/* the row the group's ratios divide by */
 	bool higher_better;	/* ratio of ops (true) or of ns_op (false) */
 	double spread;		/* (max - min) / median of the repeats, 0: unknown */
+	/*
+	 * Optional (0: not given): the median of per-round ratios, each
+	 * taken between two measurements made back to back in one round,
+	 * and their extremes.  A suite whose host may change speed between
+	 * rounds gives them: a ratio of medians can then divide figures
+	 * from different states.  When set, the table, JSON and CSV show
+	 * it as the row's ratio (to the group's base row, or to what the
+	 * row's name says when the group has none).
+	 */
+	double ratio_rounds;
+	double ratio_min, ratio_max;
 };
 
 /* Add a row to the report. */
@@ -67,9 +78,10 @@ void mpb_register(struct mpb_suite *s);
 	}
 
 /*
- * Pin the caller to the nth CPU it may run on, saving its old mask in
- * *old when old is not NULL.  False (and nothing changed) when it may run
- * on fewer than two CPUs.  Two-process latency rows pin the two sides to
+ * Pin the caller to the nth CPU it may run on (under --pin: the nth CPU
+ * the harness started with), saving its old mask in *old when old is not
+ * NULL.  False (and nothing changed) when it may run on fewer than two
+ * CPUs.  Two-process latency rows pin the two sides to
  * CPUs 0 and 1 so that every mechanism crosses CPUs the same way; a
  * spinning pair left on one CPU measures the scheduler, not the mechanism.
  */
