@@ -102,26 +102,6 @@ uncontended(const struct ctx *c, enum impl i, int64_t dur, double *ns)
 }
 
 /*
- * Put the caller on its own CPU (the me-th allowed one), so that the two
- * contenders really run at once rather than taking turns on one CPU.
- */
-static void
-pin(const cpu_set_t *allowed, int me)
-{
-	cpu_set_t one;
-	int seen = 0;
-
-	for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
-		if (!CPU_ISSET(cpu, allowed) || seen++ != me)
-			continue;
-		CPU_ZERO(&one);
-		CPU_SET(cpu, &one);
-		sched_setaffinity(0, sizeof(one), &one);
-		return;
-	}
-}
-
-/*
  * One turn at the lock.  Contended: always count.  Handoff: count only
  * when it is this process's turn (the counter's parity), so every count
  * means the lock went over to the other process and back.
@@ -172,19 +152,20 @@ contended(const struct ctx *c, enum impl i, bool handoff, int64_t dur,
 	a->counter = 0;
 	a->ops[0] = a->ops[1] = 0;
 	cpu_set_t allowed;
-	bool pinned = sched_getaffinity(0, sizeof(allowed), &allowed) == 0 &&
-		      CPU_COUNT(&allowed) >= 2;
+	bool pinned;
 
 	fflush(NULL);
 	if ((pid = fork()) < 0)
 		return -errno;
 	if (pid == 0) {
-		if (pinned)
-			pin(&allowed, 1);
+		/*
+		 * Each contender on a CPU of its own (mpb_pin), so that the
+		 * two really run at once rather than taking turns on one.
+		 */
+		mpb_pin(1, NULL);
 		_exit(contender(c, i, 1, handoff) == 0 ? 0 : 1);
 	}
-	if (pinned)
-		pin(&allowed, 0);
+	pinned = mpb_pin(0, &allowed);
 	while (__atomic_load_n(&a->go, __ATOMIC_ACQUIRE) < 1)
 		;
 	int64_t start = mpb_now();
