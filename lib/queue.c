@@ -356,7 +356,7 @@ struct mp_queue {
 	unsigned char *slots;
 	size_t maplen;
 	uint64_t cap;		/* maxsize: slots in the ring */
-	uint64_t mask;		/* cap - 1 when cap is a power of two, else 0 */
+	uint64_t mask;		/* cap - 1, used when cap is a power of two */
 	bool pow2;
 	size_t msg_max;
 	size_t slot_size;
@@ -364,9 +364,9 @@ struct mp_queue {
 	bool len_inline;	/* the length is in the READY word */
 	/*
 	 * The leaf paths' limit, exclusive: msg_max + 1, or 0 for a queue
-	 * the leaves cannot serve (a ring that is not a power of two, a
-	 * length not in the word), so that one compare of a length checks
-	 * it against msg_max and tests the queue's geometry too.
+	 * the leaves cannot serve (a length not in the word), so that one
+	 * compare of a length checks it against msg_max and tests the
+	 * queue's layout too.
 	 */
 	size_t leaf_lim;
 	/* The record last used here (see rec_cached), or &no_rec. */
@@ -485,18 +485,9 @@ slot_data(const struct mp_queue *q, struct slot *sl)
 }
 
 /*
- * slot_at and slot_data for the leaf paths, which serve only rings of a
- * power-of-two length with the length in the word (see leaf_lim), so test
- * neither.  In any other ring mask is 0 and this is slot 0: a get leaf
- * reads its word, a harmless load, before its compare of the length with
- * leaf_lim (0 there) sends the call down the general path.
+ * slot_data for the leaf paths, which serve only queues with the length
+ * in the word (see leaf_lim).
  */
-static inline struct slot *
-slot_leaf(const struct mp_queue *q, uint64_t pos)
-{
-	return (struct slot *)(q->slots + (pos & q->mask) * q->slot_size);
-}
-
 static inline unsigned char *
 leaf_data(struct slot *sl)
 {
@@ -1213,18 +1204,17 @@ claim_get(struct mp_queue *q, struct qrec *r, size_t cap, uint64_t *pos,
 
 /*
  * The common case of claim_put, inline: the slot at the tail is free.
- * leaf: called by a leaf path, for a queue it serves (see leaf_lim).
  * Returns 1 (claimed t: *out, *saw or-ed), 0 (not at once: take the
  * walk), PUT_CLOSED (claimed t, then found the queue closed: the caller
  * retires it, so that this stays free of calls).
  */
 #define PUT_CLOSED 2
 static inline int
-put_try(struct mp_queue *q, struct qshm *s, struct qrec *r, bool leaf,
-	uint64_t *tp, struct slot **out, uint32_t *saw)
+put_try(struct mp_queue *q, struct qshm *s, struct qrec *r, uint64_t *tp,
+	struct slot **out, uint32_t *saw)
 {
 	uint64_t t = ck_pr_load_64(&s->tail);
-	struct slot *sl = leaf ? slot_leaf(q, t) : slot_at(q, t);
+	struct slot *sl = slot_at(q, t);
 
 	if (MP__UNLIKELY(ck_pr_load_64(&sl->word) != free_word(t)))
 		return 0;
@@ -1247,8 +1237,9 @@ put_try(struct mp_queue *q, struct qshm *s, struct qrec *r, bool leaf,
  * The common case of claim_get, inline: the slot at the head is ready and
  * fits.  The word carries the length, checked against the caller's buffer
  * before claiming (a message too long stays queued), and a corrupt length
- * is refused before anything is claimed.  leaf: as in put_try (the
- * compare with leaf_lim is then the corrupt-length check).  Returns true
+ * is refused before anything is claimed.  leaf: called by a leaf path,
+ * for a queue it serves (see leaf_lim); the compare with leaf_lim is then
+ * the corrupt-length check.  Returns true
  * when claimed (*hp, *out, *lenp set, *saw or-ed); false: take the walk.
  */
 static inline bool
@@ -1257,7 +1248,7 @@ get_try(struct mp_queue *q, struct qshm *s, struct qrec *r, bool leaf,
 	uint32_t *saw)
 {
 	uint64_t h = ck_pr_load_64(&s->head);
-	struct slot *sl = leaf ? slot_leaf(q, h) : slot_at(q, h);
+	struct slot *sl = slot_at(q, h);
 	uint64_t w = ck_pr_load_64(&sl->word);
 	size_t len;
 
@@ -1438,15 +1429,14 @@ handle_init(struct mp_queue *q, void *base, size_t len, size_t maxsize,
 	q->maplen = len;
 	q->cap = maxsize;
 	q->pow2 = (maxsize & (maxsize - 1)) == 0;
-	/* 0 otherwise: see slot_leaf. */
-	q->mask = q->pow2 ? maxsize - 1 : 0;
+	q->mask = maxsize - 1;
 	q->msg_max = msg_max;
 	q->slot_size = slot_size;
 	/* Never written: rec_cached returns no record but the caller's. */
 	q->rec_hint = (struct qrec *)&no_rec;
 	q->data_off = data_off(msg_max);
 	q->len_inline = msg_max <= INLINE_LEN_MAX;
-	q->leaf_lim = q->pow2 && q->len_inline ? msg_max + 1 : 0;
+	q->leaf_lim = q->len_inline ? msg_max + 1 : 0;
 }
 
 int
@@ -1663,7 +1653,7 @@ put_general(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 		goto slow;
 	if ((r = rec_of(q, (uint32_t)mp__tid())) == NULL)
 		goto slow;
-	rc = put_try(q, s, r, false, &t, &sl, &saw);
+	rc = put_try(q, s, r, &t, &sl, &saw);
 	if (MP__UNLIKELY(rc == PUT_CLOSED)) {
 		retire_run(q, t, 1);
 		return -EPIPE;
@@ -1744,7 +1734,7 @@ mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 	r = rec_cached(q, (uint32_t)mp__cached_tid);
 	if (MP__UNLIKELY(r == NULL || ck_pr_load_32(&s->closed) != 0))
 		goto general;
-	rc = put_try(q, s, r, true, &t, &sl, &saw);
+	rc = put_try(q, s, r, &t, &sl, &saw);
 	if (MP__UNLIKELY(rc == 0))
 		goto general;
 	if (MP__UNLIKELY(rc == PUT_CLOSED))
