@@ -107,6 +107,17 @@
  * that dies is found by its tid (STALL_NS, then mp__task_alive) without
  * the records.
  *
+ * Fast paths.  mp_queue_put and mp_queue_get are leaves when the slot is
+ * free (ready) at once and the length rides in the word: their checks,
+ * put_try or get_try, an inline copy of up to SMALL_MAX bytes, and the
+ * publish or release, with no call and no register saved; a longer
+ * message is copied by a tail call (put_finish, get_finish).  Anything
+ * else (a wait, a thread's first call, a bad argument, a queue closed)
+ * goes to put_general or get_general and from there to the steps of
+ * put_many or get_many for one message.  A blocked call spins on the
+ * slot word alone: the other side's index is that side's line, read
+ * only before a sleep (see struct block).
+ *
  * Invariants.
  *  1. Positions below tail are claimed by producers, below head by
  *     consumers; each exactly once (a CAS of the index from the one value).
