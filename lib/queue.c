@@ -904,24 +904,29 @@ found:
 static const struct qrec no_rec = { .tid = QREC_FREE };
 
 /*
- * The calling task's record, if it is the one the handle remembers; NULL
- * otherwise (see rec_of).  A record whose owner is the caller is the
- * caller's, however the hint came to name it: the hint of a handle copied
- * into a forked child names the parent's record, and a record may have
- * been handed back through another handle (rec_release) and taken since;
- * either way, its owner is another.  A hinted record's owner is never 0
- * (records never go back to 0, and no_rec is QREC_FREE), so a thread
- * whose tid is not cached yet (0) misses too.  The record is our own
- * line: the look is a hit.
+ * Whether r, the record a handle remembers, is the calling task's (the
+ * leaf paths ask this themselves, rec_of through rec_cached).  A record
+ * whose owner is the caller is the caller's, however the hint came to
+ * name it: the hint of a handle copied into a forked child names the
+ * parent's record, and a record may have been handed back through
+ * another handle (rec_release) and taken since; either way, its owner is
+ * another.  A hinted record's owner is never 0 (records never go back to
+ * 0, and no_rec is QREC_FREE), so a thread whose tid is not cached yet
+ * (0) misses too.  The record is our own line: the look is a hit.
  */
+static inline bool
+rec_mine(const struct qrec *r, uint32_t tid)
+{
+	return ck_pr_load_32(&r->tid) == tid;
+}
+
+/* The calling task's record, if the handle remembers it; NULL otherwise. */
 static inline struct qrec *
 rec_cached(const struct mp_queue *q, uint32_t tid)
 {
 	struct qrec *r = ck_pr_load_ptr(&q->rec_hint);
 
-	if (MP__LIKELY(ck_pr_load_32(&r->tid) == tid))
-		return r;
-	return NULL;
+	return MP__LIKELY(rec_mine(r, tid)) ? r : NULL;
 }
 
 /*
@@ -1742,8 +1747,9 @@ mp_queue_put(mp_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 	 * closed is looked at before the claim too, so that a put into a
 	 * closed queue leaves no retired position behind for qsize to count.
 	 */
-	r = rec_cached(q, (uint32_t)mp__cached_tid);
-	if (MP__UNLIKELY(r == NULL || ck_pr_load_32(&s->closed) != 0))
+	r = ck_pr_load_ptr(&q->rec_hint);
+	if (MP__UNLIKELY(!rec_mine(r, (uint32_t)mp__cached_tid) ||
+			 ck_pr_load_32(&s->closed) != 0))
 		goto general;
 	rc = put_try(q, s, r, &t, &sl, &saw);
 	if (MP__UNLIKELY(rc == 0))
@@ -2057,8 +2063,8 @@ mp_queue_get(mp_queue *q, void *buf, size_t cap, int64_t timeout_ns)
 		goto general;
 	if (MP__UNLIKELY(buf == NULL || !MP__TIMEOUT_OK(timeout_ns)))
 		goto general;
-	r = rec_cached(q, (uint32_t)mp__cached_tid);
-	if (MP__UNLIKELY(r == NULL ||
+	r = ck_pr_load_ptr(&q->rec_hint);
+	if (MP__UNLIKELY(!rec_mine(r, (uint32_t)mp__cached_tid) ||
 			 !get_try(q, s, r, true, cap, &h, &sl, &len, &saw)))
 		goto general;
 	if (MP__UNLIKELY(len > 16)) {
