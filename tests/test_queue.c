@@ -1783,6 +1783,32 @@ struct hmsg {
 
 static struct t_sync *hole_ready;
 
+/*
+ * The end of a try that began at t0 with lost losses counted: exactly one
+ * more now, and the slowest try so far in *worst.
+ */
+static void
+hole_try_done(const struct hole *h, unsigned t, uint64_t lost, int64_t t0,
+	      int64_t *worst)
+{
+	if (t_now() - t0 > *worst)
+		*worst = t_now() - t0;
+	cr_assert_eq(mp_queue_lost(h->q), lost + 1,
+		     "try %u: batch %u, lost %llu -> %llu", t, h->n,
+		     (unsigned long long)lost,
+		     (unsigned long long)mp_queue_lost(h->q));
+}
+
+/* The end of a test of n tries: the slowest, then the queue freed. */
+static void
+hole_test_done(struct hole *h, int n, const char *what, int64_t worst)
+{
+	cr_log_info("%d %s, the slowest in %.1f ms", n, what,
+		    (double)worst / 1e6);
+	mp_queue_free(h->q);
+	mp_shm_free(h);
+}
+
 static void
 hole_segv(int sig)
 {
@@ -1910,18 +1936,10 @@ T_TEST(queue, a_producer_killed_inside_a_run_leaves_a_hole_that_is_passed)
 			cr_assert(hole_drain(h, MP_MSEC(T_MS(3000))),
 				  "try %u: stuck at the hole (%u got)", t,
 				  atomic_load(&h->got));
-		if (t_now() - t0 > worst)
-			worst = t_now() - t0;
-		cr_assert_eq(mp_queue_lost(h->q), lost + 1,
-			     "try %u: run %u, lost %llu -> %llu", t, h->n,
-			     (unsigned long long)lost,
-			     (unsigned long long)mp_queue_lost(h->q));
+		hole_try_done(h, t, lost, t0, &worst);
 		cr_assert(mp_queue_empty(h->q));
 	}
-	cr_log_info("%d holes, slowest passed in %.1f ms", HOLE_TRIES,
-		    (double)worst / 1e6);
-	mp_queue_free(h->q);
-	mp_shm_free(h);
+	hole_test_done(h, HOLE_TRIES, "holes passed", worst);
 }
 
 /*
@@ -2000,12 +2018,7 @@ T_TEST(queue, a_consumer_killed_holding_a_claim_is_retired_a_lap_later)
 						  MP_MSEC(T_MS(3000))), 0,
 				     "try %u: put %u wedged", t, i);
 		}
-		if (t_now() - t0 > worst)
-			worst = t_now() - t0;
-		cr_assert_eq(mp_queue_lost(h->q), lost + 1,
-			     "try %u: lost %llu -> %llu", t,
-			     (unsigned long long)lost,
-			     (unsigned long long)mp_queue_lost(h->q));
+		hole_try_done(h, t, lost, t0, &worst);
 		for (uint32_t i = 0; i < HELD_CAP; i++) {
 			cr_assert_eq(mp_queue_get(h->q, &m, sizeof(m),
 						  MP_NOWAIT), sizeof(m));
@@ -2015,10 +2028,7 @@ T_TEST(queue, a_consumer_killed_holding_a_claim_is_retired_a_lap_later)
 		}
 		cr_assert(mp_queue_empty(h->q));
 	}
-	cr_log_info("%d held slots, slowest retired in %.1f ms", HELD_TRIES,
-		    (double)worst / 1e6);
-	mp_queue_free(h->q);
-	mp_shm_free(h);
+	hole_test_done(h, HELD_TRIES, "held slots retired", worst);
 }
 
 /*
