@@ -856,6 +856,25 @@ struct rcache {
 static __thread struct rcache rec_cache[RCACHE_N] MP__TLS_IE;
 
 /*
+ * The record owned by tid, or NULL: it lies on tid's probe path before
+ * the first record never used, since records never go back to 0.
+ */
+static struct qrec *
+rec_find(struct qshm *s, uint32_t tid)
+{
+	for (uint32_t i = 0; i < QREC_N; i++) {
+		struct qrec *r = &s->rec[(tid % QREC_N + i) % QREC_N];
+		uint32_t t = ck_pr_load_32(&r->tid);
+
+		if (t == tid)
+			return r;
+		if (t == 0)
+			break;
+	}
+	return NULL;
+}
+
+/*
  * Find or take the calling task's record.  Records are never given back
  * to 0, so a task's own record lies before the first unused one on its
  * probe path; a record handed back (QREC_FREE) is taken as it is, one
@@ -867,18 +886,12 @@ rec_attach(struct mp_queue *q, uint32_t tid)
 {
 	struct qshm *s = q->s;
 	uint32_t h = tid % QREC_N, idx = 0, t;
-	struct qrec *r = NULL;
+	struct qrec *r = rec_find(s, tid);
 
-	for (uint32_t i = 0; i < QREC_N; i++) {
-		idx = (h + i) % QREC_N;
-		t = ck_pr_load_32(&s->rec[idx].tid);
-		if (t == tid) {
-			r = &s->rec[idx];
-			rec_heal(q, r);
-			goto found;
-		}
-		if (t == 0)
-			break;
+	if (r != NULL) {
+		idx = (uint32_t)(r - s->rec);
+		rec_heal(q, r);
+		goto found;
 	}
 	for (uint32_t i = 0; i < QREC_N; i++) {
 		idx = (h + i) % QREC_N;
@@ -974,21 +987,13 @@ rec_release(struct mp_queue *q, uint32_t tid)
 {
 	struct qshm *s = q->s;
 	struct rcache *c = &rec_cache[RCACHE_SLOT(s)];
-	uint32_t h = tid % QREC_N, t;
+	struct qrec *r = rec_find(s, tid);
 
-	for (uint32_t i = 0; i < QREC_N; i++) {
-		struct qrec *r = &s->rec[(h + i) % QREC_N];
-
-		t = ck_pr_load_32(&r->tid);
-		if (t == 0)
-			break;
-		if (t != tid)
-			continue;
+	if (r != NULL) {
 		rec_heal(q, r);
 		/* Scans read the intent, then the owner. */
 		ck_pr_fence_store();
 		ck_pr_store_32(&r->tid, QREC_FREE);
-		break;
 	}
 	if (c->s == s)
 		c->s = NULL;
