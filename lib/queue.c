@@ -380,7 +380,7 @@ struct mp_queue {
 	 * queue's layout too.
 	 */
 	size_t leaf_lim;
-	/* The record last used here (see rec_cached), or &no_rec. */
+	/* The record last used here (see rec_mine), or &no_rec. */
 	struct qrec *rec_hint;
 	/* The claimed slot last seen blocking a MP_NOWAIT call here. */
 	struct stall nowait_stall;
@@ -918,12 +918,11 @@ static const struct qrec no_rec = { .tid = QREC_FREE };
 
 /*
  * Whether r, the record a handle remembers, is the calling task's (the
- * leaf paths ask this themselves, rec_of through rec_cached).  A record
- * whose owner is the caller is the caller's, however the hint came to
- * name it: the hint of a handle copied into a forked child names the
- * parent's record, and a record may have been handed back through
- * another handle (rec_release) and taken since; either way, its owner is
- * another.  A hinted record's owner is never 0 (records never go back to
+ * leaf paths and rec_of ask).  A record whose owner is the caller is the
+ * caller's, however the hint came to name it: the hint of a handle
+ * copied into a forked child names the parent's record, and a record may
+ * have been handed back through another handle (rec_release) and taken
+ * since; either way, its owner is another.  A hinted record's owner is never 0 (records never go back to
  * 0, and no_rec is QREC_FREE), so a thread whose tid is not cached yet
  * (0) misses too.  The record is our own line: the look is a hit.
  */
@@ -931,15 +930,6 @@ static inline bool
 rec_mine(const struct qrec *r, uint32_t tid)
 {
 	return ck_pr_load_32(&r->tid) == tid;
-}
-
-/* The calling task's record, if the handle remembers it; NULL otherwise. */
-static inline struct qrec *
-rec_cached(const struct mp_queue *q, uint32_t tid)
-{
-	struct qrec *r = ck_pr_load_ptr(&q->rec_hint);
-
-	return MP__LIKELY(rec_mine(r, tid)) ? r : NULL;
 }
 
 /*
@@ -953,10 +943,10 @@ rec_cached(const struct mp_queue *q, uint32_t tid)
 static struct qrec *
 rec_of(struct mp_queue *q, uint32_t tid)
 {
-	struct qrec *r = rec_cached(q, tid);
+	struct qrec *r = ck_pr_load_ptr(&q->rec_hint);
 	const struct rcache *c;
 
-	if (r != NULL)
+	if (MP__LIKELY(rec_mine(r, tid)))
 		return r;
 	c = &rec_cache[RCACHE_SLOT(q->s)];
 	if (c->s == q->s &&
@@ -979,7 +969,7 @@ rec_of(struct mp_queue *q, uint32_t tid)
  * own, whose intents are published or released, that finds nothing).
  * The intents are cleared before the owner, so a record marked free
  * declares nothing; a handle that still names the record sees the owner
- * changed (rec_cached).  Killed half way, the record is left to a dead
+ * changed (rec_mine).  Killed half way, the record is left to a dead
  * owner, and taken over as any other.
  */
 static void
@@ -1453,7 +1443,7 @@ handle_init(struct mp_queue *q, void *base, size_t len, size_t maxsize,
 	q->mask = maxsize - 1;
 	q->msg_max = msg_max;
 	q->slot_size = slot_size;
-	/* Never written: rec_cached returns no record but the caller's. */
+	/* Never written: rec_mine takes no record but the caller's. */
 	q->rec_hint = (struct qrec *)&no_rec;
 	q->data_off = data_off(msg_max);
 	q->len_inline = msg_max <= INLINE_LEN_MAX;
